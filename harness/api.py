@@ -207,6 +207,12 @@ class Task:
         """Read, validate and normalize the records of `split` into edit cases."""
         raise NotImplementedError
 
+    def check_file(self, path: str) -> list[RecordIssue]:
+        """Every problem of one data file in this task's format (`harness validate --task`)."""
+        from harness.schemas import check_records_file
+
+        return check_records_file(path, self.record_format)
+
 
 class Metric:
     """Base class of a metric plugin.

@@ -17,11 +17,7 @@ if TYPE_CHECKING:
 
 
 def schema_defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: prop["default"]
-        for key, prop in schema.get("properties", {}).items()
-        if "default" in prop
-    }
+    return {key: prop["default"] for key, prop in schema.get("properties", {}).items() if "default" in prop}
 
 
 def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:

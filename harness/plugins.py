@@ -150,9 +150,9 @@ class Registry:
     def _register_callback(self, kind: str, info: PluginInfo) -> Callable[..., None]:
         def register(name: str, target: Any, *, description: str | None = None, **extra: Any) -> None:
             if description is None:
-                description = _first_line(getattr(target, "__doc__", None)) if not isinstance(
-                    target, str
-                ) else ""
+                description = (
+                    _first_line(getattr(target, "__doc__", None)) if not isinstance(target, str) else ""
+                )
             component = Component(kind, name, target, description or "", info, extra)
             existing = self.components[kind].get(name)
             if existing is not None:
@@ -179,9 +179,7 @@ class Registry:
             known = ", ".join(self.names(kind)) or "none"
             failed = [p.name for p in self.plugins.values() if p.status == "failed"]
             hint = f" (plugins that failed to load: {', '.join(failed)})" if failed else ""
-            raise HarnessError(
-                f"unknown {kind[:-1]} {name!r}; known {kind}: {known}{hint}"
-            ) from None
+            raise HarnessError(f"unknown {kind[:-1]} {name!r}; known {kind}: {known}{hint}") from None
 
     def load(self, kind: str, name: str) -> Any:
         return self.get(kind, name).load()
