@@ -44,7 +44,8 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="harness", standalone_mode=False)
+        # Without standalone mode click returns, rather than raises, the code of `ctx.exit(code)`.
+        code = cli.main(args=argv, prog_name="harness", standalone_mode=False)
     except HarnessError as exc:
         click.echo(f"harness: error: {exc}", err=True)
         sys.exit(1)
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

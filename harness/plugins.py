@@ -8,9 +8,11 @@ come through the very same entry points as third-party ones.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata as metadata
 import os
+import re
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -61,7 +63,8 @@ class Component:
 
     @property
     def origin(self) -> str:
-        return f"plugin {self.plugin.name!r} ({self.plugin.distribution} {self.plugin.version})"
+        provider = " ".join(part for part in (self.plugin.distribution, self.plugin.version) if part)
+        return f"plugin {self.plugin.name!r} ({provider})"
 
     def load(self) -> Any:
         """The registered object, importing it now if it was registered as "module:attribute"."""
@@ -84,6 +87,14 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0].strip() if (text or "").strip() else ""
 
 
+def _validation_message(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's message without the plugin object's repr, plus the hook probably meant."""
+    message = re.sub(r" in plugin <.*>$", "", str(exc), flags=re.DOTALL)
+    unknown = re.search(r"unknown hook '([^']+)'", message)
+    close = difflib.get_close_matches(unknown.group(1), list(KINDS.values()), n=1) if unknown else []
+    return message + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
 class Registry:
     """All components of all plugins, by kind and name."""
 
@@ -102,12 +113,18 @@ class Registry:
         try:
             self.pm.register(obj, name=info.name)
             self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self._fail_registration(obj, info, _validation_message(exc))
+            return
         except Exception as exc:
-            if self.pm.is_registered(obj):
-                self.pm.unregister(obj)
-            info.status, info.error = "failed", f"{type(exc).__name__}: {exc}"
+            self._fail_registration(obj, info, f"{type(exc).__name__}: {exc}")
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(obj) or ())
+
+    def _fail_registration(self, obj: object, info: PluginInfo, error: str) -> None:
+        if self.pm.is_registered(obj):
+            self.pm.unregister(obj)
+        info.status, info.error = "failed", error
 
     def add_entry_point(self, ep: metadata.EntryPoint, disabled: Iterable[str] = ()) -> None:
         dist = getattr(ep, "dist", None)
@@ -132,13 +149,18 @@ class Registry:
         self.add_plugin(obj, info)
 
     def collect(self) -> None:
-        """Call every hook implementation on its own, recording failures against its plugin."""
+        """Call every hook implementation on its own, recording failures against its plugin.
+
+        What a hook registers is kept only if the hook returns normally, so a plugin that raises
+        half-way leaves no half of its components behind.
+        """
         for kind, hook_name in KINDS.items():
             caller = getattr(self.pm.hook, hook_name)
             for impl in caller.get_hookimpls():
                 info = self.plugins[impl.plugin_name]
+                staged: list[Component] = []
                 try:
-                    impl.function(register=self._register_callback(kind, info))
+                    impl.function(register=self._register_callback(kind, info, staged))
                 except Exception as exc:
                     info.status = "failed"
                     last = traceback.extract_tb(exc.__traceback__)[-1]
@@ -146,24 +168,30 @@ class Registry:
                         f"{hook_name} raised {type(exc).__name__}: {exc} "
                         f"({os.path.basename(last.filename)}:{last.lineno})"
                     )
+                    continue
+                for component in staged:
+                    self._add(component)
 
-    def _register_callback(self, kind: str, info: PluginInfo) -> Callable[..., None]:
+    def _register_callback(self, kind: str, info: PluginInfo, staged: list[Component]) -> Callable[..., None]:
         def register(name: str, target: Any, *, description: str | None = None, **extra: Any) -> None:
             if description is None:
                 description = (
                     _first_line(getattr(target, "__doc__", None)) if not isinstance(target, str) else ""
                 )
-            component = Component(kind, name, target, description or "", info, extra)
-            existing = self.components[kind].get(name)
-            if existing is not None:
-                self.conflicts[kind][name] = (
-                    f"{kind[:-1]} {name!r} is registered twice: by {existing.origin} "
-                    f"and by {component.origin}"
-                )
-                return
-            self.components[kind][name] = component
+            staged.append(Component(kind, name, target, description or "", info, extra))
 
         return register
+
+    def _add(self, component: Component) -> None:
+        """Add one component; a name that is already taken becomes a conflict naming both origins."""
+        kind, name = component.kind, component.name
+        existing = self.components[kind].get(name)
+        if existing is None:
+            self.components[kind][name] = component
+            return
+        self.conflicts[kind][name] = (
+            f"{kind[:-1]} {name!r} is registered twice: by {existing.origin} and by {component.origin}"
+        )
 
     # -- lookup -----------------------------------------------------------------------------
 

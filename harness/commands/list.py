@@ -72,4 +72,5 @@ def command(what: str, as_json: bool) -> None:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     if what == "plugins" and not any(r["error"] for r in rows):
         columns.remove("error")
-    click.echo(tabulate([[row.get(c, "") for c in columns] for row in rows], headers=columns))
+    table = [[row.get(c, "") for c in columns] for row in rows]
+    click.echo(tabulate(table, headers=columns, disable_numparse=True))

@@ -1,8 +1,20 @@
-"""Built-in suites: `knowedit` and `knowedit-mini`."""
+"""Built-in suites: `knowedit` (the benchmark) and `knowedit-mini` (the same on the bundled sample).
+
+Each suite is a JSON file next to this module, validated against schemas/suite.schema.json when a
+run uses it."""
+
+from importlib import resources
 
 from harness import hookimpl
+
+SUITES = {
+    "knowedit": "the six KnowEdit datasets x the study's methods (data from the hub or --data-dir)",
+    "knowedit-mini": "the knowedit suite on the bundled sample: runs offline in minutes",
+}
 
 
 @hookimpl
 def harness_register_suites(register):
-    pass
+    folder = resources.files(__name__)
+    for name, description in SUITES.items():
+        register(name, str(folder / f"{name}.json"), description=description)

@@ -1,11 +1,59 @@
-"""Built-in tasks: the six KnowEdit datasets, more editing formats and the bundled sample."""
+"""Built-in tasks: the six KnowEdit datasets, more editing formats and the bundled sample.
+
+Each is registered by "module:Class" so that `harness list tasks` imports none of them.
+"""
 
 from harness import hookimpl
 
-TASKS: dict[str, tuple[str, str, str]] = {}
+_MODULE = "harness_plugins.tasks"
+_KNOWEDIT = "KnowEdit (zjunlp/KnowEdit on the Hugging Face hub, or --data-dir)"
+
+#: name -> (module:Class, record format, source, description)
+TASKS: dict[str, tuple[str, str, str, str]] = {
+    "zsre": ("knowedit:ZsRE", "zsre", _KNOWEDIT, "ZsRE question-answer edits with rephrases and portability"),
+    "wiki_recent": ("knowedit:WikiRecent", "wiki_recent", _KNOWEDIT, "insertion of recent WikiData facts"),
+    "wiki_counterfact": (
+        "knowedit:WikiCounterfact",
+        "wiki_counterfact",
+        _KNOWEDIT,
+        "counterfactual WikiData edits with two locality kinds",
+    ),
+    "wikibio": ("knowedit:WikiBio", "wikibio", _KNOWEDIT, "hallucination correction in WikiBio passages"),
+    "convsent": ("knowedit:ConvSent", "convsent", _KNOWEDIT, "steering a chatbot's sentiment on a topic"),
+    "sanitation": (
+        "knowedit:Sanitation",
+        "sanitation",
+        _KNOWEDIT,
+        "TriviaQA answers replaced by I don't know",
+    ),
+    "counterfact": (
+        "formats:CounterFact",
+        "counterfact",
+        "ROME/MEMIT counterfact.json (--data-dir)",
+        "CounterFact in the ROME format (requested_rewrite)",
+    ),
+    "zsre_mend": (
+        "formats:ZsREMend",
+        "zsre_mend",
+        "MEND zsre_mend_eval.json (--data-dir)",
+        "zsRE in the MEND format",
+    ),
+    "mquake": (
+        "formats:MQuAKE",
+        "mquake",
+        "MQuAKE-CF-3k.json (--data-dir)",
+        "multi-hop questions over edits",
+    ),
+}
 
 
 @hookimpl
 def harness_register_tasks(register):
-    for name, (target, record_format, description) in TASKS.items():
-        register(name, target, description=description, record_format=record_format)
+    for name, (target, record_format, source, description) in TASKS.items():
+        register(
+            name,
+            f"{_MODULE}.{target}",
+            description=description,
+            record_format=record_format,
+            source=source,
+        )

@@ -1,0 +1,2 @@
+"""An example knowedit-harness plugin: a logit-nudge editing method, a first-token metric and a
+small dataset spec."""

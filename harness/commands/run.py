@@ -1,0 +1,144 @@
+"""`harness run`: plan, edit, evaluate, write the run directory, print the results table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import click
+from click.core import ParameterSource
+
+from harness.api import HarnessError
+from harness.hparams import load_hparams_file, parse_assignments
+
+#: Options that define what a run computes; `--resume` takes them from the manifest instead.
+PLAN_OPTIONS = (
+    "suite",
+    "method",
+    "task",
+    "model",
+    "mode",
+    "batch_size",
+    "eval_at",
+    "interleave",
+    "limit",
+    "data_dir",
+    "train_task",
+    "split",
+    "skip_invalid",
+    "alias_policy",
+    "seed",
+    "assignments",
+    "hparams",
+    "general",
+    "general_include",
+    "general_limit",
+    "general_edits",
+)
+
+
+def _names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--method a,b --method c` -> (a, b, c)."""
+    return tuple(dict.fromkeys(n.strip() for v in values for n in v.split(",") if n.strip()))
+
+
+def _counts(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        values = tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise HarnessError(f"--eval-at expects edit counts like 10,100,500, got {text!r}") from None
+    if any(n < 1 for n in values):
+        raise HarnessError(f"--eval-at counts must be positive, got {text!r}")
+    return values
+
+
+@click.command("run")
+@click.option("--suite", help="A registered suite (`harness list suites`); default knowedit-mini.")
+@click.option("--method", multiple=True, help="Method name(s), comma-separated.")
+@click.option("--task", multiple=True, help="Task name(s) or dataset spec path(s), comma-separated.")
+@click.option("--model", help="Model alias, local folder or Hugging Face id; default smollm2-135m.")
+@click.option("--mode", type=click.Choice(["single", "batch", "sequential", "cross-domain"]))
+@click.option("--batch-size", type=click.IntRange(min=1), help="Cases per edit (batch, sequential).")
+@click.option("--eval-at", help="Sequential checkpoints: re-score every edited case after N edits.")
+@click.option("--interleave", is_flag=True, help="Sequential: mix the tasks' cases into one sequence.")
+@click.option("--limit", type=click.IntRange(min=1), help="First N cases of each task.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the tasks' data files.")
+@click.option("--train-task", multiple=True, help="Cross-domain: task(s) whose train split the method fits.")
+@click.option("--split", default="test", show_default=True, help="The split edited and scored.")
+@click.option("--skip-invalid", is_flag=True, help="Skip invalid records (reported) instead of failing.")
+@click.option("--alias-policy", type=click.Choice(["first", "best"]), default="first", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Hyperparameter override.")
+@click.option("--hparams", type=click.Path(dir_okay=False), help="JSON file of hyperparameter overrides.")
+@click.option("--general", multiple=True, help="lm-eval task(s) for the general-capability check.")
+@click.option("--general-include", type=click.Path(file_okay=False), help="Folder of lm-eval task YAMLs.")
+@click.option("--general-limit", type=click.IntRange(min=1), help="First N documents of each lm-eval task.")
+@click.option(
+    "--general-edits",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Sequential edits before the general check in single and batch modes.",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory; default runs/<timestamp>.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (its manifest gives the config).")
+@click.option("--dry-run", is_flag=True, help="Print the jobs and exit (nothing is loaded).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.pass_context
+def command(ctx: click.Context, **opts) -> None:
+    """Edit and evaluate: every method on every task, in one mode, on one model.
+
+    With no options this runs the knowedit-mini suite on smollm2-135m.
+    """
+    from harness.runs.leaderboard import merge, render
+    from harness.runs.plan import RunConfig, describe_plan
+    from harness.runs.runner import execute, plan
+
+    if opts["resume"]:
+        if not opts["out"]:
+            raise HarnessError("--resume needs --out DIR, the run directory to continue")
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in PLAN_OPTIONS
+            if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise HarnessError(f"--resume takes the run's config from its manifest; drop {', '.join(given)}")
+    overrides = load_hparams_file(opts["hparams"]) if opts["hparams"] else {}
+    overrides.update(parse_assignments(opts["assignments"]))
+    config = RunConfig(
+        model=opts["model"] or "",
+        suite=opts["suite"],
+        methods=_names(opts["method"]),
+        tasks=_names(opts["task"]),
+        mode=opts["mode"] or "",
+        batch_size=opts["batch_size"] or 0,
+        eval_at=_counts(opts["eval_at"]),
+        interleave=opts["interleave"],
+        train_tasks=_names(opts["train_task"]),
+        limit=opts["limit"],
+        split=opts["split"],
+        data_dir=opts["data_dir"],
+        skip_invalid=opts["skip_invalid"],
+        alias_policy=opts["alias_policy"],
+        seed=opts["seed"],
+        overrides=overrides,
+        general=_names(opts["general"]),
+        general_include=opts["general_include"],
+        general_limit=opts["general_limit"],
+        general_edits=opts["general_edits"],
+    )
+    if opts["dry_run"]:
+        effective, jobs = plan(config)
+        click.echo(f"{len(jobs)} jobs on {effective.model}:\n{describe_plan(jobs)}")
+        return
+    out = opts["out"] or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    started = time.perf_counter()
+    outcome = execute(
+        config, out, resume=opts["resume"], device=opts["device"], progress=not opts["no_progress"]
+    )
+    click.echo(render(merge([outcome.summary]), "text"))
+    click.echo(f"\n{len(outcome.jobs)} jobs in {time.perf_counter() - started:.1f} s; results in {out}/")

@@ -1,0 +1,164 @@
+"""`harness validate`: check a data file against a task's record format, or a dataset spec.
+
+Without `--task` the format is inferred: the file is checked against the record format of every
+registered task and the one it fits is named, so a user learns both whether the file is valid and
+which task reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.api import HarnessError, RecordIssue
+from harness.plugins import Registry, get_registry
+from harness.schemas import (
+    SHOWN_ISSUES,
+    DataFileError,
+    format_issues,
+    load_schema,
+    read_json,
+    validate_document,
+)
+
+DATASET_SPEC = "dataset-spec"
+#: How many leading records format inference screens every format with.
+SAMPLE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking one file: what it was taken to be, and its problems."""
+
+    kind: str
+    issues: list[RecordIssue]
+    note: str = ""
+
+
+def _check_with_task(task: str, path: str) -> list[RecordIssue]:
+    """Problems of `path` for a registered task, or for the task a dataset spec path describes."""
+    from harness.tasks import resolve_task
+
+    return resolve_task(task).check_file(path)
+
+
+def _tasks_by_format(registry: Registry) -> dict[str, list[str]]:
+    """Registered tasks grouped by record format, so each format is checked once."""
+    formats: dict[str, list[str]] = {}
+    for name in registry.names("tasks"):
+        component = registry.components["tasks"].get(name)
+        if component is not None and component.info.get("record_format"):
+            formats.setdefault(str(component.info["record_format"]), []).append(name)
+    return formats
+
+
+def _declared_fields(record_format: str) -> set[str]:
+    """Top-level fields a shipped format's schema names; empty for a plugin's own format."""
+    try:
+        return set(load_schema(record_format).get("properties", {}))
+    except HarnessError:
+        return set()
+
+
+def _screen(formats: dict[str, list[str]], path: str, data: Any) -> dict[str, int]:
+    """Problems per format on the first records only: a cheap way to rule most formats out.
+
+    Data that is not a long list (a format may keep its records under keys of an object, as
+    Sanitation does) is screened whole."""
+
+    def problems(file: str) -> dict[str, int]:
+        return {fmt: len(_check_with_task(tasks[0], file)) for fmt, tasks in formats.items()}
+
+    if not isinstance(data, list) or len(data) <= SAMPLE_SIZE:
+        return problems(path)
+    with tempfile.TemporaryDirectory() as folder:
+        sample = Path(folder) / "sample.json"
+        sample.write_text(json.dumps(data[:SAMPLE_SIZE]), encoding="utf-8")
+        return problems(str(sample))
+
+
+def _infer(registry: Registry, path: str, data: Any) -> Verdict:
+    """Check against the format that fits best: fewest problems on a sample, then the format whose
+    schema names most of the records' fields (ZsRE records also fit the looser fact formats)."""
+    formats = _tasks_by_format(registry)
+    if not formats:
+        return Verdict("records", [RecordIssue(path, None, "", "no registered task to check against")])
+    screened = _screen(formats, path, data)
+    records = data[:SAMPLE_SIZE] if isinstance(data, list) else [data]
+    present = [set(r) for r in records if isinstance(r, dict)]
+    coverage = {fmt: sum(len(fields & _declared_fields(fmt)) for fields in present) for fmt in formats}
+    ranked = sorted(formats, key=lambda fmt: (screened[fmt], -coverage[fmt]))
+    best = ranked[0]
+    issues = _check_with_task(formats[best][0], path)
+    label = f"records in format {best!r} (tasks: {', '.join(formats[best])})"
+    if issues:
+        note = f"fits no registered format; closest is {label} (pass --task NAME to choose)"
+        return Verdict(label, issues, note)
+    also = [fmt for fmt in ranked[1:] if screened[fmt] == 0]
+    others = f"; the first records also fit {', '.join(map(repr, also))}" if also else ""
+    return Verdict(label, [], f"inferred {label}{others}")
+
+
+def _is_spec(data: Any) -> bool:
+    return isinstance(data, dict) and "files" in data
+
+
+def check(path: str, task: str | None, registry: Registry) -> Verdict:
+    """Check one file: against `task`'s record format, as a dataset spec, or by inference."""
+    if task is not None:
+        return Verdict(f"records of task {task!r}", _check_with_task(task, path))
+    try:
+        data = read_json(path)
+    except DataFileError as exc:
+        return Verdict("file", [RecordIssue(path, None, "", exc.reason)])
+    if _is_spec(data):
+        return _check_spec(data, path)
+    return _infer(registry, path, data)
+
+
+def _check_spec(spec: dict, path: str) -> Verdict:
+    """A dataset spec is valid when it fits its schema and every data file it names fits its format."""
+    from harness.tasks import load_spec_task
+
+    issues = validate_document(spec, DATASET_SPEC, path)
+    if issues:
+        return Verdict("dataset spec", issues)
+    task = load_spec_task(path)
+    folder = Path(path).parent
+    for relative in spec["files"].values():
+        issues.extend(task.check_file(str(folder / relative)))
+    return Verdict(f"dataset spec ({len(spec['files'])} data files checked)", issues)
+
+
+@click.command("validate")
+@click.argument("file")
+@click.option("--task", "task", metavar="NAME", help="Check against this task's record format (or a spec's).")
+@click.option("--all", "show_all", is_flag=True, help="Print every problem, not only the first ten.")
+@click.pass_context
+def command(ctx: click.Context, file: str, task: str | None, show_all: bool) -> None:
+    """Check FILE: a data file (a JSON list or JSON Lines) or a dataset spec.
+
+    Exits 0 when valid and 1 when not; each problem names the file, the record (counted from 0)
+    and the JSON path inside it.
+    """
+    verdict = check(file, task, get_registry())
+    if verdict.note:
+        click.echo(f"{file}: {verdict.note}", err=True)
+    if not verdict.issues:
+        click.echo(f"{file}: valid {verdict.kind}")
+        return
+    click.echo(format_issues(verdict.issues, limit=len(verdict.issues) if show_all else SHOWN_ISSUES))
+    records = {issue.index for issue in verdict.issues if issue.index is not None}
+    if records:
+        problems = _plural(len(verdict.issues), "problem")
+        click.echo(f"{file}: invalid, {problems} in {_plural(len(records), 'record')}", err=True)
+    ctx.exit(1)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

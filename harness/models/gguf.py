@@ -1,0 +1,58 @@
+"""Converting a GGUF file once into a cached safetensors folder.
+
+transformers de-quantizes GGUF on every load (about 35 s for SmolLM2-135M on two cores), and the
+de-quantized model refuses `save_pretrained` because its config still carries the GGUF
+quantization config. So the weights are moved into a plain model built from the same config
+without it, and saved; every later load reads the safetensors in about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from harness.cache import cache_dir, content_key
+
+
+def converted_folder(gguf_path: Path) -> Path:
+    """The cache folder of a GGUF file's conversion, converting it first if it is not there yet.
+
+    Conversion writes to a private temporary folder that is renamed into place, so processes
+    converting the same file at once never read each other's half-written output."""
+    import transformers
+
+    stat = gguf_path.stat()
+    key = content_key(
+        "gguf", str(gguf_path.resolve()), stat.st_size, stat.st_mtime_ns, transformers.__version__
+    )
+    target = cache_dir("models") / f"{gguf_path.stem}-{key[:16]}"
+    if target.is_dir():
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _convert(gguf_path, tmp)
+        os.rename(tmp, target)
+    except OSError:
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert(gguf_path: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)

@@ -1,0 +1,32 @@
+"""Fluency: weighted bi/tri-gram entropy of a sampled continuation of the edit prompt."""
+
+from __future__ import annotations
+
+from harness.api import EditCase
+from harness.evaluation.requests import Outcomes, Request
+from harness.evaluation.text import weighted_ngram_entropy
+from harness.seeding import case_seed
+
+from ._common import OptionsMetric
+
+
+class Fluency(OptionsMetric):
+    """mean(2/3 H2, 4/3 H3) in bits over the words of prompt + top-k sampled continuation."""
+
+    name = "fluency"
+
+    def _request(self, case: EditCase) -> Request:
+        # The seed depends on the prompt only, so pre- and post-edit text start from the same draw.
+        return Request.generate(
+            case.prompt,
+            self.options.fluency_max_new_tokens,
+            top_k=self.options.fluency_top_k,
+            seed=case_seed(self.options.seed, case.prompt),
+        )
+
+    def requests(self, case: EditCase) -> list[Request]:
+        return [self._request(case)]
+
+    def score(self, case: EditCase, outcomes: Outcomes) -> dict[str, float]:
+        text = outcomes.generation(self._request(case)).text
+        return {self.name: weighted_ngram_entropy(f"{case.prompt}{text}")}

@@ -1,0 +1,319 @@
+"""The evaluation engine against a naive one-example-at-a-time implementation, on tiny models of both
+tokenizer families, plus the pre-edit cache and the tricky boundaries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.api import EditCase, HarnessError, Probe
+from harness.evaluation.batching import ScoreJob, run_generations, run_scores
+from harness.evaluation.evaluator import Evaluator
+from harness.evaluation.options import EvalOptions
+from harness.evaluation.requests import Request
+from harness.models.tokenization import encode_answers
+
+PAIRS = [
+    ("The capital of France is", "Paris"),
+    ("The capital of Germany is", " Berlin"),
+    ("Who wrote plays in English?", "William Shakespeare"),
+    ("Tokyo is the capital of", "Japan, an island country in Asia"),
+    ("x", "The official language of Brazil is Portuguese."),
+    ("The currency of Japan is the", "yen"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+
+
+def naive_score(handle, prompt: str, answer: str):
+    """One example, no padding, full logits: argmax ids, gold ids, gold log-probs, full log-probs."""
+    enc = encode_answers(handle.tokenizer, [prompt], [answer])
+    start, end = int(enc.answer_start[0]), int(enc.answer_end[0])
+    ids = enc.input_ids[:, :end]
+    with torch.no_grad():
+        logits = handle.model(input_ids=ids).logits[0].float()
+    logprobs = torch.log_softmax(logits[start - 1 : end - 1], -1)
+    gold = ids[0, start:end]
+    return (
+        logprobs.argmax(-1).tolist(),
+        gold.tolist(),
+        logprobs.gather(-1, gold[:, None])[:, 0].tolist(),
+        logprobs,
+    )
+
+
+def perturb(handle, scale: float = 0.05) -> None:
+    """A stand-in "edit": noise on one MLP output matrix."""
+    weight = handle.adapter.module(handle.adapter.mlp_out_name(1)).weight
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        weight.add_(torch.randn(weight.shape, generator=generator) * scale)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batched_scores_equal_one_by_one(tiny_handle, side):
+    options = EvalOptions(padding_side=side, max_batch_size=4)
+    jobs = [ScoreJob(Request.score(p, a)) for p, a in PAIRS]
+    batched = run_scores(tiny_handle.model, tiny_handle.tokenizer, jobs, options)
+    for (prompt, answer), got in zip(PAIRS, batched, strict=True):
+        pred, gold, logprobs, _ = naive_score(tiny_handle, prompt, answer)
+        assert got.pred_ids == tuple(pred)
+        assert got.gold_ids == tuple(gold)
+        assert got.logprobs == pytest.approx(logprobs, abs=1e-4)
+
+
+def test_gold_ids_are_the_answer_tokens_after_the_prompt(tiny_gpt2, tiny_llama):
+    """Byte-level BPE merges the joining space into the answer (" Paris"); the Llama-style tokenizer
+    adds BOS at the front, never inside the answer."""
+    options = EvalOptions()
+    for handle in (tiny_gpt2, tiny_llama):
+        (got,) = run_scores(handle.model, handle.tokenizer, [ScoreJob(Request.score(*PAIRS[0]))], options)
+        full = handle.tokenizer("The capital of France is Paris").input_ids
+        prompt = handle.tokenizer("The capital of France is").input_ids
+        assert full[: len(prompt)] == prompt
+        assert got.gold_ids == tuple(full[len(prompt) :])
+        assert handle.tokenizer.decode(got.gold_ids).strip() == "Paris"
+        assert handle.tokenizer.bos_token_id not in got.gold_ids
+
+
+def test_multi_token_answer_accuracy_is_fraction_of_tokens(tiny_handle):
+    prompt, answer = PAIRS[3]
+    (got,) = run_scores(
+        tiny_handle.model, tiny_handle.tokenizer, [ScoreJob(Request.score(prompt, answer))], EvalOptions()
+    )
+    pred, gold, _, _ = naive_score(tiny_handle, prompt, answer)
+    assert len(gold) > 3
+    assert got.accuracy == sum(p == g for p, g in zip(pred, gold, strict=True)) / len(gold)
+
+
+def test_greedy_generation_batched_equals_hf_generate_one_by_one(tiny_handle):
+    prompts = [p for p, _ in PAIRS]
+    requests = [Request.generate(p, 12) for p in prompts]
+    for side in ("left", "right"):
+        batched = run_generations(
+            tiny_handle.model, tiny_handle.tokenizer, requests, EvalOptions(padding_side=side)
+        )
+        for prompt, got in zip(prompts, batched, strict=True):
+            ids = tiny_handle.tokenizer(prompt, return_tensors="pt").input_ids
+            with torch.no_grad():
+                out = tiny_handle.model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=12,
+                    do_sample=False,
+                    pad_token_id=tiny_handle.tokenizer.pad_token_id,
+                )
+            expected = out[0, ids.shape[1] :].tolist()
+            eos = tiny_handle.tokenizer.eos_token_id
+            expected = expected[: expected.index(eos)] if eos in expected else expected
+            assert list(got.token_ids) == expected
+            assert got.text == tiny_handle.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_sampled_generation_is_seeded_per_row(tiny_handle):
+    prompts = [p for p, _ in PAIRS]
+    requests = [Request.generate(p, 10, top_k=5, seed=7) for p in prompts]
+    model, tok = tiny_handle.model, tiny_handle.tokenizer
+    batched = run_generations(model, tok, requests, EvalOptions())
+    alone = [run_generations(model, tok, [r], EvalOptions())[0] for r in requests]
+    assert batched == alone
+    reseeded = run_generations(model, tok, [Request.generate(prompts[0], 10, top_k=5, seed=8)], EvalOptions())
+    greedy = run_generations(model, tok, [Request.generate(prompts[0], 10)], EvalOptions())
+    assert {reseeded[0].token_ids, greedy[0].token_ids, batched[0].token_ids} != {batched[0].token_ids}
+
+
+def case_with_probes() -> EditCase:
+    return EditCase(
+        case_id="c1",
+        prompt=PAIRS[0][0],
+        target_new="Berlin",
+        rephrases=("Paris is the capital of", "What is the capital of France?"),
+        portability={
+            "reasoning": (Probe("The Eiffel Tower is in", ("Rome", "Berlin city")),),
+            "subject_aliasing": (Probe("The capital of the French Republic is", ("Berlin",)), Probe("p", ())),
+        },
+        locality={
+            "relation_specificity": (Probe(PAIRS[3][0], (PAIRS[3][1],)), Probe(PAIRS[5][0], ("yen",))),
+            "forgetfulness": (Probe("The capital of Italy is", (" ", "Rome")),),
+        },
+    )
+
+
+def naive_acc(handle, prompt, answers, policy="first"):
+    accs = [
+        sum(p == g for p, g in zip(*naive_score(handle, prompt, a)[:2], strict=True))
+        / len(naive_score(handle, prompt, a)[1])
+        for a in answers
+        if a.strip()
+    ]
+    accs = accs[:1] if policy == "first" else accs
+    return max(accs) if accs else None
+
+
+@pytest.mark.parametrize("policy", ["first", "best"])
+def test_knowedit_metrics_equal_naive(tiny_handle, policy):
+    case = case_with_probes()
+    names = ["edit_succ", "generalization", "portability", "locality"]
+    evaluator = Evaluator(tiny_handle, names, EvalOptions(alias_policy=policy, max_batch_size=3))
+    evaluator.prepare([case])
+    loc_pre = {
+        p.prompt: naive_score(tiny_handle, p.prompt, next(a for a in p.answers if a.strip()))[0]
+        for ps in case.locality.values()
+        for p in ps
+    }
+    perturb(tiny_handle, 0.5)
+    (got,) = evaluator.evaluate([case])
+    h = tiny_handle
+    assert got["edit_succ"] == naive_acc(h, case.prompt, [case.target_new])
+    assert got["generalization"] == sum(naive_acc(h, r, ["Berlin"]) for r in case.rephrases) / 2
+    reasoning = naive_acc(h, "The Eiffel Tower is in", ["Rome", "Berlin city"], policy)
+    aliasing = naive_acc(h, "The capital of the French Republic is", ["Berlin"])
+    assert got["portability.reasoning"] == reasoning
+    assert got["portability.subject_aliasing"] == aliasing  # the probe with no answers does not count
+    assert got["portability"] == pytest.approx((reasoning + aliasing) / 2)
+    groups = {}
+    for group, probes in case.locality.items():
+        values = []
+        for p in probes:
+            post = naive_score(h, p.prompt, next(a for a in p.answers if a.strip()))[0]
+            values.append(sum(a == b for a, b in zip(loc_pre[p.prompt], post, strict=True)) / len(post))
+        groups[group] = sum(values) / len(values)
+        assert got[f"locality.{group}"] == groups[group]
+    assert got["locality"] == pytest.approx(sum(groups.values()) / 2)
+    assert got["locality"] < 1.0  # the perturbation is large enough to move some argmax tokens
+
+
+def test_best_alias_is_at_least_first_and_absent_groups_stay_absent(tiny_handle):
+    case = EditCase("c", "The capital of France is", "Paris", portability={"reasoning": (Probe("q", ()),)})
+    first = Evaluator(
+        tiny_handle, ["portability", "generalization", "locality"], EvalOptions(use_cache=False)
+    )
+    assert first.evaluate_pre([case]) == [{}]
+    case = case_with_probes()
+    by_policy = {
+        policy: Evaluator(tiny_handle, ["portability"], EvalOptions(alias_policy=policy)).evaluate_pre(
+            [case]
+        )[0]
+        for policy in ("first", "best")
+    }
+    assert by_policy["best"]["portability.reasoning"] >= by_policy["first"]["portability.reasoning"]
+
+
+def test_exact_match_equals_greedy_generation(tiny_handle):
+    """exact_match reads teacher-forced argmaxes; it must agree with real greedy decoding of as many
+    tokens as the answer has."""
+    prompt = "The capital of France is"
+    (made,) = run_generations(
+        tiny_handle.model, tiny_handle.tokenizer, [Request.generate(prompt, 3)], EvalOptions()
+    )
+    answers = [tiny_handle.tokenizer.decode(made.token_ids).strip() or "Paris", "Paris", "Berlin Berlin"]
+    cases = [EditCase(str(i), prompt, a) for i, a in enumerate(answers)]
+    results = Evaluator(tiny_handle, ["exact_match"]).evaluate_pre(cases)
+    for answer, got in zip(answers, results, strict=True):
+        gold = naive_score(tiny_handle, prompt, answer)[1]
+        ids = tiny_handle.tokenizer(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = tiny_handle.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=len(gold),
+                do_sample=False,
+                min_new_tokens=len(gold),
+                pad_token_id=tiny_handle.tokenizer.pad_token_id,
+            )
+        assert got["exact_match"] == float(out[0, ids.shape[1] :].tolist() == gold)
+
+
+def test_contains_and_fluency_from_generations(tiny_handle):
+    from harness.evaluation.text import weighted_ngram_entropy
+    from harness.seeding import case_seed
+
+    case = EditCase("c", "The capital of France is", "Paris")
+    options = EvalOptions(fluency_max_new_tokens=30, generation_max_new_tokens=8)
+    (got,) = Evaluator(tiny_handle, ["contains", "fluency"], options).evaluate_pre([case])
+    model, tok = tiny_handle.model, tiny_handle.tokenizer
+    greedy = run_generations(model, tok, [Request.generate(case.prompt, 8)], options)[0].text
+    sampled = run_generations(
+        model, tok, [Request.generate(case.prompt, 30, top_k=5, seed=case_seed(42, case.prompt))], options
+    )[0].text
+    assert got["contains"] == float(" paris " in f" {greedy.lower()} ")
+    assert got["fluency"] == pytest.approx(weighted_ngram_entropy(case.prompt + sampled))
+
+
+def test_pre_cache_reused_and_invalidated(tiny_llama):
+    case = case_with_probes()
+    names = ["edit_succ", "locality", "fluency"]
+    first = Evaluator(tiny_llama, names, EvalOptions(fluency_max_new_tokens=5))
+    first.prepare([case])
+    assert first.pre_computed == 3  # the locality probes; edit_succ and fluency are post-only
+    second = Evaluator(tiny_llama, names, EvalOptions(fluency_max_new_tokens=5))
+    second.prepare([case])
+    assert second.pre_computed == 0
+    assert second.evaluate_pre([case]) == first.evaluate_pre([case])
+    other_side = Evaluator(tiny_llama, names, EvalOptions(fluency_max_new_tokens=5, padding_side="right"))
+    other_side.prepare([case])
+    assert other_side.pre_computed == 3
+
+
+def test_pre_cache_keyed_by_weights(tiny_model_dirs):
+    from harness.models.load import load_model
+
+    case = case_with_probes()
+    handle = load_model(tiny_model_dirs["gpt2"], device="cpu")
+    Evaluator(handle, ["locality"]).prepare([case])
+    changed = load_model(tiny_model_dirs["gpt2"], device="cpu")
+    perturb(changed)
+    evaluator = Evaluator(changed, ["locality"])
+    evaluator.prepare([case])
+    assert evaluator.pre_computed == 3
+
+
+def test_evaluate_without_prepare_is_a_clear_error(tiny_gpt2):
+    with pytest.raises(HarnessError, match="prepare"):
+        Evaluator(tiny_gpt2, ["locality"]).evaluate([case_with_probes()])
+
+
+def test_context_goes_before_post_prompts_only(tiny_gpt2):
+    case = EditCase("c", "The capital of France is", "Berlin")
+    evaluator = Evaluator(tiny_gpt2, ["edit_succ"])
+    evaluator.prepare([case])
+    context = "New fact: The capital of France is Berlin.\n"
+    (got,) = evaluator.evaluate([case], contexts={"c": context})
+    assert got["edit_succ"] == naive_acc(tiny_gpt2, context + case.prompt, ["Berlin"])
+
+
+def test_kl_matches_full_distributions(tiny_handle):
+    from harness_plugins.metrics.convsent import coarse_kl
+
+    question, sentence = "What about dogs?", "They are fine animals."
+    pre_full = naive_score(tiny_handle, question, sentence)[3]
+    case = EditCase(
+        "c",
+        "p",
+        "t",
+        extras={
+            "question": "q",
+            "target_sentences": ["a"],
+            "opposite_sentences": ["b"],
+            "outer_question": question,
+            "outer_sentences": [sentence],
+        },
+    )
+    options = EvalOptions(kl_top_k=len(tiny_handle.tokenizer))
+    evaluator = Evaluator(tiny_handle, ["convsent_kl"], options)
+    evaluator.prepare([case])
+    perturb(tiny_handle, 0.3)
+    post_full = naive_score(tiny_handle, question, sentence)[3]
+    full_kl = (pre_full.exp() * (pre_full - post_full)).sum(-1).mean().item()
+    (got,) = evaluator.evaluate([case])
+    assert full_kl > 1e-3
+    assert got["convsent_kl"] == pytest.approx(full_kl, abs=1e-4)
+    top = pre_full.topk(4, -1)
+    coarse = sum(
+        coarse_kl(a, b)
+        for a, b in zip(top.values.tolist(), post_full.gather(-1, top.indices).tolist(), strict=True)
+    ) / len(pre_full)
+    assert 0 < coarse <= full_kl + 1e-6

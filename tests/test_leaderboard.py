@@ -1,0 +1,141 @@
+"""Leaderboards from run directories, in every format, and `harness leaderboard` / `harness run`."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+from click.testing import CliRunner
+
+from harness.api import HarnessError
+from harness.runs.leaderboard import FORMATS, is_fraction, load_summary, merge, render
+
+SUMMARY_A = {
+    "results": [
+        {
+            "method": "rome",
+            "task": "zsre",
+            "mode": "single",
+            "model": "smollm2-135m",
+            "n_cases": 50,
+            "metrics": {"edit_succ": 0.98, "locality": 0.95, "fluency": 5.71, "portability.reasoning": 0.4},
+            "general": {"mmlu": {"metric": "acc", "before": 0.30, "after": 0.25}},
+        }
+    ]
+}
+SUMMARY_B = {
+    "results": [
+        {
+            "method": "ft-l",
+            "task": "convsent",
+            "mode": "sequential",
+            "protocol": "after-10",
+            "model": "smollm2-135m",
+            "n_cases": 10,
+            "metrics": {"edit_succ": 0.5, "convsent_kl": 0.26},
+        }
+    ]
+}
+
+
+@pytest.fixture
+def run_dirs(tmp_path):
+    dirs = []
+    for name, summary in (("a", SUMMARY_A), ("b", SUMMARY_B)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        dirs.append(str(tmp_path / name))
+    return dirs
+
+
+def test_scaling_rule():
+    assert is_fraction("edit_succ") and is_fraction("portability.reasoning") and is_fraction("general:mmlu")
+    assert not is_fraction("fluency") and not is_fraction("convsent_kl") and not is_fraction("perplexity")
+
+
+def test_merged_text_table_shows_scores_x100_and_leaves_absent_metrics_empty(run_dirs):
+    text = render(merge([load_summary(d) for d in run_dirs]), "text")
+    lines = text.splitlines()
+    header = lines[0].split()
+    assert header[:9] == [
+        "model",
+        "method",
+        "task",
+        "mode",
+        "n",
+        "edit_succ",
+        "locality",
+        "fluency",
+        "convsent_kl",
+    ]
+    assert "general:mmlu" in header and "general:mmlu:before" in header
+    rome = next(line for line in lines if " rome " in line)
+    assert "98.00" in rome and "95.00" in rome and "5.71" in rome and "40.00" in rome and "25.00" in rome
+    ft = next(line for line in lines if " ft-l " in line)
+    assert "sequential (after-10)" in ft and "0.26" in ft and "50.00" in ft
+    # ft-l has no locality, fluency or general figures: those cells are blank, not 0.
+    assert ft.split()[5:] == ["10", "50.00", "0.26"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_carries_every_row(run_dirs, fmt):
+    out = render(merge([load_summary(d) for d in run_dirs]), fmt)
+    if fmt == "json":
+        data = json.loads(out)
+        assert [r["method"] for r in data] == ["rome", "ft-l"]
+        assert data[0]["metrics"]["edit_succ"] == 0.98  # JSON keeps fractions
+        return
+    assert "rome" in out and "ft-l" in out and "98.00" in out
+    if fmt == "markdown":
+        assert out.splitlines()[1].startswith("|--")
+    if fmt == "latex":
+        assert "\\begin{tabular}" in out and "\\toprule" in out
+
+
+def test_html_is_self_contained_and_sortable(run_dirs):
+    page = render(merge([load_summary(d) for d in run_dirs]), "html")
+    assert not re.search(r"(src|href)=", page), "the page must not fetch anything"
+    assert "<script>" in page and "addEventListener" in page
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.headers, self.cells, self._in = [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            self._in = tag
+
+        def handle_data(self, data):
+            if self._in == "th":
+                self.headers.append(data)
+            elif self._in == "td":
+                self.cells.append(data)
+
+        def handle_endtag(self, tag):
+            self._in = None
+
+    parser = Cells()
+    parser.feed(page)
+    assert parser.headers[:3] == ["model", "method", "task"]
+    assert "98.00" in parser.cells
+
+
+def test_bad_summary_names_the_file_and_field(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"results": [{"method": "rome"}]}))
+    with pytest.raises(HarnessError, match=r"summary.json at \$.results\[0\]: missing required field"):
+        load_summary(tmp_path)
+    with pytest.raises(HarnessError, match=r"no summary\.json"):
+        load_summary(tmp_path / "nothing")
+
+
+def test_leaderboard_command_writes_each_format(run_dirs, tmp_path):
+    from harness.cli import cli
+
+    result = CliRunner().invoke(cli, ["leaderboard", *run_dirs, "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert "| rome" in result.output
+    target = tmp_path / "board.html"
+    result = CliRunner().invoke(cli, ["leaderboard", *run_dirs, "--format", "html", "-o", str(target)])
+    assert result.exit_code == 0 and target.read_text().startswith("<!DOCTYPE html>")
