@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from harness.api import HarnessError
 from harness.runs.leaderboard import FORMATS, is_fraction, load_summary, merge, render
 
+KNOWEDIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "knowedit"
 SUMMARY_A = {
     "results": [
         {
@@ -139,3 +141,49 @@ def test_leaderboard_command_writes_each_format(run_dirs, tmp_path):
     target = tmp_path / "board.html"
     result = CliRunner().invoke(cli, ["leaderboard", *run_dirs, "--format", "html", "-o", str(target)])
     assert result.exit_code == 0 and target.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_run_command_refuses_before_loading_and_resumes_without_redoing(tmp_path, tiny_model_dirs):
+    from harness.cli import cli
+
+    out = tmp_path / "run"
+    model = str(tiny_model_dirs["llama"])
+    refused = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            model,
+            "--method",
+            "rome",
+            "--task",
+            "zsre",
+            "--mode",
+            "batch",
+            "--batch-size",
+            "2",
+        ],
+    )
+    assert refused.exit_code != 0 and "cannot edit several cases" in str(refused.exception)
+    args = ["run", "--model", model, "--method", "ft-l", "--task", "zsre", "--limit", "1"]
+    args += [
+        "--data-dir",
+        "/work/shared/data/knowedit",
+        "--set",
+        "num_steps=1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    if not __import__("os").path.isdir("/work/shared/data/knowedit"):
+        pytest.skip("KnowEdit data folder not present")
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "ft-l" in first.output and "edit_succ" in first.output
+    rows = (out / "cases.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and json.loads(rows[0])["method"] == "ft-l"
+    again = CliRunner().invoke(cli, ["run", "--out", str(out), "--resume", "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert (out / "cases.jsonl").read_text().splitlines() == rows
+    clash = CliRunner().invoke(cli, ["run", "--out", str(out), "--resume", "--method", "rome"])
+    assert clash.exit_code != 0 and "drop --method" in str(clash.exception)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 
 import click
@@ -40,6 +41,11 @@ PLAN_OPTIONS = (
 def _names(values: tuple[str, ...]) -> tuple[str, ...]:
     """`--method a,b --method c` -> (a, b, c)."""
     return tuple(dict.fromkeys(n.strip() for v in values for n in v.split(",") if n.strip()))
+
+
+def _absolute(path: str | None) -> str | None:
+    """Folders are recorded absolute, so that `--resume` from another directory finds them."""
+    return os.path.abspath(path) if path else None
 
 
 def _counts(text: str | None) -> tuple[int, ...]:
@@ -121,13 +127,13 @@ def command(ctx: click.Context, **opts) -> None:
         train_tasks=_names(opts["train_task"]),
         limit=opts["limit"],
         split=opts["split"],
-        data_dir=opts["data_dir"],
+        data_dir=_absolute(opts["data_dir"]),
         skip_invalid=opts["skip_invalid"],
         alias_policy=opts["alias_policy"],
         seed=opts["seed"],
         overrides=overrides,
         general=_names(opts["general"]),
-        general_include=opts["general_include"],
+        general_include=_absolute(opts["general_include"]),
         general_limit=opts["general_limit"],
         general_edits=opts["general_edits"],
     )

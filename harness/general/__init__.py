@@ -45,17 +45,26 @@ def _include_folder(include_path: str | Path | None) -> Path | None:
     return folder
 
 
-def _check_arguments(tasks: list[str], limit: int | None, num_fewshot: int | None, batch_size: int) -> None:
+def _settle(
+    tasks: list[str],
+    include_path: str | Path | None,
+    limit: int | None,
+    num_fewshot: int | None,
+    batch_size: int,
+    offline: bool | None,
+) -> tuple[Path | None, str]:
+    """Check the arguments and prepare the process; (include folder, lm-eval version)."""
     if not tasks or not all(isinstance(name, str) and name for name in tasks):
         raise HarnessError(f"general-capability tasks must be non-empty lm-eval task names, got {tasks!r}")
     if limit is not None and limit < 1:
-        raise HarnessError(
-            f"the general-capability limit must be a positive document count, got {limit}"
-        )
+        raise HarnessError(f"the general-capability limit must be a positive document count, got {limit}")
     if num_fewshot is not None and num_fewshot < 0:
         raise HarnessError(f"num_fewshot must be 0 or more, got {num_fewshot}")
     if batch_size < 1:
         raise HarnessError(f"the general-capability batch size must be positive, got {batch_size}")
+    folder = _include_folder(include_path)
+    prepare_environment(offline)
+    return folder, require_lmeval()
 
 
 def evaluate_general(
@@ -78,10 +87,7 @@ def evaluate_general(
     mode are left as they were. `offline=None` goes offline when an HF offline variable is set or
     the hub is unreachable. Raises LmEvalMissingError when lm-eval is not installed.
     """
-    _check_arguments(tasks, limit, num_fewshot, batch_size)
-    folder = _include_folder(include_path)
-    prepare_environment(offline)
-    version = require_lmeval()
+    folder, version = _settle(tasks, include_path, limit, num_fewshot, batch_size, offline)
     from harness.general.runner import run_lmeval
 
     output = run_lmeval(
@@ -128,10 +134,7 @@ def general_before(
     The handle's fingerprint is taken when first asked for, so call this before editing or after
     the runner has asked for the fingerprint at load: then it always describes the unedited model.
     """
-    _check_arguments(tasks, limit, num_fewshot, batch_size)
-    folder = _include_folder(include_path)
-    prepare_environment(offline)
-    version = require_lmeval()
+    folder, version = _settle(tasks, include_path, limit, num_fewshot, batch_size, offline)
     key = content_key(
         "general-before",
         handle.fingerprint(),

@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from harness_plugins.methods.losses import answer_nll, prompt_last_nll
-from harness_plugins.methods.weights import mlp_out_params, trainable_only
 
 from harness.api import AppliedEdit, Capabilities, EditCase, Method
 from harness.models.handle import SnapshotEdit
 from harness.models.tokenization import AnswerBatch, encode_answers
+from harness_plugins.methods.losses import answer_nll, prompt_last_nll
+from harness_plugins.methods.weights import mlp_out_params, trainable_only
 
 if TYPE_CHECKING:
     from harness.models.handle import ModelHandle
@@ -44,6 +44,7 @@ class _FineTune(Method):
             "norm_constraint": {
                 "type": ["number", "null"],
                 "exclusiveMinimum": 0,
+                "default": None,
                 "description": "L-inf radius around the original weights; null for none",
             },
         },
@@ -59,7 +60,7 @@ class _FineTune(Method):
         params = {n: p for layer in hparams["layers"] for n, p in mlp_out_params(handle, layer).items()}
         snapshot = handle.snapshot(params)
         originals = list(snapshot.tensors.values())
-        radius = hparams.get("norm_constraint")
+        radius = hparams["norm_constraint"]
         optimizer = torch.optim.Adam(params.values(), lr=hparams["lr"])
         size = hparams["batch_size"]
         batches = [

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from harness_plugins.methods.lora_labels import EditBatch, edit_batch
 from torch import nn
 
 from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method
+from harness_plugins.methods.lora_labels import EditBatch, edit_batch
 
 if TYPE_CHECKING:
     from harness.models.handle import ModelHandle

@@ -23,9 +23,8 @@ from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Metho
 from harness.models.tokenization import join_prompt_answer
 
 if TYPE_CHECKING:
-    from harness_plugins.methods.ike_retrieval import DemoIndex
-
     from harness.models.handle import ModelHandle
+    from harness_plugins.methods.ike_retrieval import DemoIndex
 
 
 class ContextEdit(AppliedEdit):

@@ -20,10 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from harness_plugins.methods.lora_labels import edit_batch, target_nll
 from torch import nn
 
 from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method
+from harness_plugins.methods.lora_labels import edit_batch, target_nll
 
 if TYPE_CHECKING:
     from peft.tuners.lora import LoraModel
@@ -142,7 +142,7 @@ class LoRA(Method):
     def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
         return {"layers": sorted({handle.adapter.layer_at(d) for d in DEFAULT_DEPTHS})}
 
-    def peft_config(self, names: list[str], hparams: Mapping[str, Any]):
+    def peft_config(self, names: list[str], hparams: Mapping[str, Any], transposed: bool):
         from peft import LoraConfig
 
         return LoraConfig(
@@ -150,6 +150,7 @@ class LoRA(Method):
             lora_alpha=hparams["lora_alpha"],
             lora_dropout=hparams["lora_dropout"],
             target_modules=names,
+            fan_in_fan_out=transposed,
         )
 
     def tuner(self, model: nn.Module, config: Any) -> LoraModel:
@@ -186,7 +187,7 @@ class LoRA(Method):
         requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
         snapshot = handle.snapshot([]) if handle.verify else None
         names = module_names(handle, hparams["layers"], hparams["target_modules"])
-        tuner = self.tuner(model, self.peft_config(names, hparams))
+        tuner = self.tuner(model, self.peft_config(names, hparams, handle.adapter.out_weight_transposed))
         tuner.to(handle.device)
         session = _Session(handle, tuner, self.name, requires_grad, snapshot)
         _SESSIONS[model] = session
@@ -235,15 +236,11 @@ class AdaLoRA(LoRA):
         "required": ["layers"],
     }
 
-    def peft_config(self, names: list[str], hparams: Mapping[str, Any]):
+    def peft_config(self, names: list[str], hparams: Mapping[str, Any], transposed: bool):
         from peft import AdaLoraConfig
 
         steps = hparams["num_steps"]
         tinit, tfinal = int(ADALORA_TINIT * steps), int(ADALORA_TFINAL * steps)
-        if tinit >= steps - tfinal:
-            raise HarnessError(
-                f"adalora: num_steps={steps} is too few for a rank-allocation phase; use 5 or more"
-            )
         return AdaLoraConfig(
             init_r=hparams["init_r"],
             target_r=hparams["target_r"],
@@ -251,6 +248,7 @@ class AdaLoRA(LoRA):
             lora_dropout=hparams["lora_dropout"],
             orth_reg_weight=hparams["orth_reg_weight"],
             target_modules=names,
+            fan_in_fan_out=transposed,
             total_step=steps,
             tinit=tinit,
             tfinal=tfinal,

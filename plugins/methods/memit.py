@@ -11,6 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+from harness.api import AppliedEdit, Capabilities, EditCase, Method
+from harness.models.handle import SnapshotEdit
+from harness.second_moment import second_moments
 from harness_plugins.methods.edit_math import memit_update, spread_residual
 from harness_plugins.methods.rewriting import (
     MOM2_SCHEMA,
@@ -22,10 +26,6 @@ from harness_plugins.methods.rewriting import (
 )
 from harness_plugins.methods.templates import context_templates
 from harness_plugins.methods.weights import add_to_mlp_out, mlp_out_weight_name
-
-from harness.api import AppliedEdit, Capabilities, EditCase, Method
-from harness.models.handle import SnapshotEdit
-from harness.second_moment import second_moments
 
 if TYPE_CHECKING:
     from harness.models.handle import ModelHandle

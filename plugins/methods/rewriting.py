@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from harness_plugins.methods.edit_math import clamp_norm
-from harness_plugins.methods.losses import answer_nll
-from harness_plugins.methods.templates import SLOT, fill
-from harness_plugins.methods.weights import trainable_only
 
 from harness.api import EditCase, HarnessError
 from harness.models.tokenization import encode_answers, encode_prompts, join_prompt_answer
 from harness.second_moment import StatsConfig
+from harness_plugins.methods.edit_math import clamp_norm
+from harness_plugins.methods.losses import answer_nll
+from harness_plugins.methods.templates import SLOT, fill
+from harness_plugins.methods.weights import trainable_only
 
 if TYPE_CHECKING:
     from harness.models.handle import ModelHandle

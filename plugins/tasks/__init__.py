@@ -7,6 +7,7 @@ from harness import hookimpl
 
 _MODULE = "harness_plugins.tasks"
 _KNOWEDIT = "KnowEdit (zjunlp/KnowEdit on the Hugging Face hub, or --data-dir)"
+_MINI = "bundled sample knowedit-mini (package data: no download, no --data-dir)"
 
 #: name -> (module:Class, record format, source, description)
 TASKS: dict[str, tuple[str, str, str, str]] = {
@@ -45,6 +46,22 @@ TASKS: dict[str, tuple[str, str, str, str]] = {
         "multi-hop questions over edits",
     ),
 }
+
+#: The bundled sample: one task per KnowEdit format, `mini_<task>`, with that task's record format.
+MINI_TASKS = {
+    "zsre": "MiniZsRE",
+    "wiki_recent": "MiniWikiRecent",
+    "wiki_counterfact": "MiniWikiCounterfact",
+    "wikibio": "MiniWikiBio",
+    "convsent": "MiniConvSent",
+    "sanitation": "MiniSanitation",
+}
+TASKS.update(
+    {
+        f"mini_{full}": (f"mini:{cls}", TASKS[full][1], _MINI, f"{TASKS[full][3]} (bundled sample)")
+        for full, cls in MINI_TASKS.items()
+    }
+)
 
 
 @hookimpl
