@@ -1,7 +1,7 @@
 """Seconds per edit of editing methods on a model (default: smollm2-135m on the CPU), and the time
 to compute second-moment statistics, with the machine and library versions.
 
-    python benchmarks/edit_speed.py [--methods ft-l,ft-m,rome,memit] [--cases 5] [--model smollm2-135m]
+    python benchmarks/edit_speed.py [--methods rome,grace,...] [--cases 5] [--model smollm2-135m]
 
 Any registered method can be named; cases are the first real ZsRE records when the KnowEdit data is
 found (--data-dir), else a few built-in facts. Context templates and statistics are computed (and
@@ -49,7 +49,7 @@ def load_cases(data_dir: Path, n: int) -> list[EditCase]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--methods", default="ft-l,ft-m,rome,memit")
+    parser.add_argument("--methods", default="ft-l,ft-m,rome,memit,ike,ice,lora,adalora,grace")
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).parents[2] / "shared/data/knowedit")
@@ -76,6 +76,11 @@ def main() -> None:
             config = StatsConfig(samples=hparams["mom2_samples"], tokens=hparams["mom2_tokens"])
             second_moments(handle, hparams["layers"], config)
             print(f"{name}: statistics for layers {hparams['layers']}: {time.perf_counter() - start:.1f} s")
+        if method.capabilities.needs_training:
+            start = time.perf_counter()
+            train = load_cases(args.data_dir, args.cases + 50)[args.cases :] or cases
+            method.fit(handle, train, hparams)
+            print(f"{name}: fit on {len(train)} train cases: {time.perf_counter() - start:.1f} s")
         times = []
         for case in cases:
             seed_everything(case_seed(0, case.case_id))

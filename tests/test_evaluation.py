@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from naive_eval import naive_accuracy, naive_generate, naive_score, perturb
 
 from harness.api import EditCase, HarnessError, Probe
 from harness.evaluation.batching import ScoreJob, run_generations, run_scores
 from harness.evaluation.evaluator import Evaluator
 from harness.evaluation.options import EvalOptions
 from harness.evaluation.requests import Request
-from harness.models.tokenization import encode_answers
 
 PAIRS = [
     ("The capital of France is", "Paris"),
@@ -26,31 +26,6 @@ PAIRS = [
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
-
-
-def naive_score(handle, prompt: str, answer: str):
-    """One example, no padding, full logits: argmax ids, gold ids, gold log-probs, full log-probs."""
-    enc = encode_answers(handle.tokenizer, [prompt], [answer])
-    start, end = int(enc.answer_start[0]), int(enc.answer_end[0])
-    ids = enc.input_ids[:, :end]
-    with torch.no_grad():
-        logits = handle.model(input_ids=ids).logits[0].float()
-    logprobs = torch.log_softmax(logits[start - 1 : end - 1], -1)
-    gold = ids[0, start:end]
-    return (
-        logprobs.argmax(-1).tolist(),
-        gold.tolist(),
-        logprobs.gather(-1, gold[:, None])[:, 0].tolist(),
-        logprobs,
-    )
-
-
-def perturb(handle, scale: float = 0.05) -> None:
-    """A stand-in "edit": noise on one MLP output matrix."""
-    weight = handle.adapter.module(handle.adapter.mlp_out_name(1)).weight
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        weight.add_(torch.randn(weight.shape, generator=generator) * scale)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -97,18 +72,7 @@ def test_greedy_generation_batched_equals_hf_generate_one_by_one(tiny_handle):
             tiny_handle.model, tiny_handle.tokenizer, requests, EvalOptions(padding_side=side)
         )
         for prompt, got in zip(prompts, batched, strict=True):
-            ids = tiny_handle.tokenizer(prompt, return_tensors="pt").input_ids
-            with torch.no_grad():
-                out = tiny_handle.model.generate(
-                    ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=12,
-                    do_sample=False,
-                    pad_token_id=tiny_handle.tokenizer.pad_token_id,
-                )
-            expected = out[0, ids.shape[1] :].tolist()
-            eos = tiny_handle.tokenizer.eos_token_id
-            expected = expected[: expected.index(eos)] if eos in expected else expected
+            expected = naive_generate(tiny_handle, prompt, 12)
             assert list(got.token_ids) == expected
             assert got.text == tiny_handle.tokenizer.decode(expected, skip_special_tokens=True)
 
@@ -143,12 +107,7 @@ def case_with_probes() -> EditCase:
 
 
 def naive_acc(handle, prompt, answers, policy="first"):
-    accs = [
-        sum(p == g for p, g in zip(*naive_score(handle, prompt, a)[:2], strict=True))
-        / len(naive_score(handle, prompt, a)[1])
-        for a in answers
-        if a.strip()
-    ]
+    accs = [naive_accuracy(handle, prompt, a) for a in answers if a.strip()]
     accs = accs[:1] if policy == "first" else accs
     return max(accs) if accs else None
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.api import HarnessError
 from harness.evaluation.options import EvalOptions
 from harness.evaluation.requests import Generation, Request, TokenScores
 from harness.models.tokenization import AnswerBatch, encode_answers, encode_prompts
@@ -42,6 +43,21 @@ def length_batches(lengths: Sequence[int], options: EvalOptions, extra: int = 0)
         batch.append(i)
     if batch:
         yield batch
+
+
+def check_lengths(model, lengths: Sequence[int], requests: Sequence[Request]) -> None:
+    """Refuse a sequence longer than the model's positions (tokens to generate included):
+    absolute-position models fail with an index error there, rotary ones return numbers from
+    beyond their training length."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    over = [i for i, n in enumerate(lengths) if limit and n + requests[i].max_new_tokens > limit]
+    if over:
+        n, request = lengths[over[0]], requests[over[0]]
+        new = f" + {request.max_new_tokens} to generate" if request.max_new_tokens else ""
+        raise HarnessError(
+            f"{len(over)} probe(s) need more than the model's {limit} positions; the first has "
+            f"{n} tokens{new}: prompt {request.prompt[:80]!r}"
+        )
 
 
 def _rows(enc: AnswerBatch, rows: list[int], side: str) -> AnswerBatch:
@@ -80,6 +96,7 @@ def run_scores(model, tokenizer, jobs: Sequence[ScoreJob], options: EvalOptions)
         padding_side=options.padding_side,
     )
     lengths = enc.attention_mask.sum(-1).tolist()
+    check_lengths(model, lengths, [j.request for j in jobs])
     results: list[TokenScores | None] = [None] * len(jobs)
     for rows in length_batches(lengths, options):
         batch = _rows(enc, rows, options.padding_side).to(device)
@@ -133,6 +150,7 @@ def run_generations(model, tokenizer, requests: Sequence[Request], options: Eval
     enc = encode_prompts(tokenizer, [r.prompt for r in requests], padding_side="left")
     lengths = enc.attention_mask.sum(-1).tolist()
     longest_new = max(r.max_new_tokens for r in requests)
+    check_lengths(model, lengths, requests)
     eos = _eos_ids(model, tokenizer)
     results: list[Generation | None] = [None] * len(requests)
     for rows in length_batches(lengths, options, extra=longest_new):

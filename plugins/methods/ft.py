@@ -18,7 +18,7 @@ import torch
 from harness.api import AppliedEdit, Capabilities, EditCase, Method
 from harness.models.handle import SnapshotEdit
 from harness.models.tokenization import AnswerBatch, encode_answers
-from harness_plugins.methods.losses import answer_nll, prompt_last_nll
+from harness_plugins.methods.losses import answer_logits, answer_nll, prompt_last_nll
 from harness_plugins.methods.weights import mlp_out_params, trainable_only
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class _FineTune(Method):
                 handle.tokenizer,
                 [c.prompt for c in cases[i : i + size]],
                 [c.target_new for c in cases[i : i + size]],
+                padding_side="left",
             ).to(handle.device)
             for i in range(0, len(cases), size)
         ]
@@ -76,9 +77,7 @@ class _FineTune(Method):
                 losses = []
                 for batch in batches:
                     optimizer.zero_grad()
-                    loss = type(self).loss(
-                        handle.model(**batch.model_inputs(), use_cache=False).logits, batch
-                    )
+                    loss = type(self).loss(answer_logits(handle.model, batch), batch)
                     losses.append(loss.item())
                     if loss.item() < LOSS_STOP:
                         continue

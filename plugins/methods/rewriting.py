@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harness.api import EditCase, HarnessError
-from harness.models.tokenization import encode_answers, encode_prompts, join_prompt_answer
+from harness.models.tokenization import PromptBatch, encode_answers, encode_prompts, join_prompt_answer
 from harness.second_moment import StatsConfig
 from harness_plugins.methods.edit_math import clamp_norm
-from harness_plugins.methods.losses import answer_nll
+from harness_plugins.methods.losses import answer_logits, answer_nll
 from harness_plugins.methods.templates import SLOT, fill
 from harness_plugins.methods.weights import trainable_only
 
@@ -164,6 +164,12 @@ class _AddAt:
         return (added, *output[1:]) if isinstance(output, tuple) else added
 
 
+def _left_padded(batch: PromptBatch, positions: Sequence[int]) -> list[int]:
+    """Token indices of the unpadded texts, moved to their places in the left-padded batch."""
+    pads = batch.input_ids.shape[1] - batch.attention_mask.sum(-1)
+    return [p + int(pad) for p, pad in zip(positions, pads, strict=True)]
+
+
 def optimize_value(
     handle: ModelHandle, layer: int, rewrite: Rewrite, templates: Sequence[str], hparams: Mapping[str, Any]
 ) -> torch.Tensor:
@@ -173,18 +179,29 @@ def optimize_value(
         NLL(target | templated prompts; δ) + kl_factor · KL(p₀ ‖ p_δ)("{subject} is a")
         + v_weight_decay · ‖δ‖² / ‖v₀‖²
 
-    with Adam, keeping ‖δ‖ ≤ clamp_norm_factor · ‖v₀‖ (v₀: the original MLP output there). The KL
-    term keeps what the model says about the subject in general, so that only the asked relation moves.
+    with Adam, keeping ‖δ‖ ≤ clamp_norm_factor · ‖v₀‖ (v₀: the original MLP output there), and
+    stopping once the NLL is below NLL_STOP. The KL term keeps what the model says about the subject
+    in general, so that only the asked relation moves.
+
+    Each step is one forward and backward pass over every templated prompt, so its cost is what an
+    edit costs. Batches are left-padded so that the loss needs the logits of the last few positions
+    only (`answer_logits`); the KL prompt, needing only its last position, runs only when kl_factor
+    is positive. No weight requires a gradient, so the backward pass stops at the edited layer.
     """
     tokenizer = handle.tokenizer
     prompts = [fill(t, rewrite.prompt) for t in templates]
-    batch = encode_answers(tokenizer, prompts, [rewrite.target] * len(prompts)).to(handle.device)
-    positions = [
-        last_token_before(tokenizer, join_prompt_answer(p, rewrite.target), rewrite.subject_end(t))
-        for p, t in zip(prompts, templates, strict=True)
-    ]
+    batch = encode_answers(tokenizer, prompts, [rewrite.target] * len(prompts), padding_side="left")
+    positions = _left_padded(
+        batch,
+        [
+            last_token_before(tokenizer, join_prompt_answer(p, rewrite.target), rewrite.subject_end(t))
+            for p, t in zip(prompts, templates, strict=True)
+        ],
+    )
+    batch = batch.to(handle.device)
+    kl_factor = hparams["kl_factor"]
     kl_rw = Rewrite(f"{rewrite.subject} is a", rewrite.subject, rewrite.target)
-    kl_batch = encode_prompts(tokenizer, [kl_rw.prompt], padding_side="right").to(handle.device)
+    kl_inputs = encode_prompts(tokenizer, [kl_rw.prompt]).to(handle.device).model_inputs()
     kl_position = [last_token_before(tokenizer, kl_rw.prompt, kl_rw.subject_end())]
 
     delta = torch.zeros(handle.adapter.hidden_size, device=handle.device, requires_grad=True)
@@ -197,19 +214,20 @@ def optimize_value(
             for step in range(hparams["v_num_grad_steps"]):
                 optimizer.zero_grad()
                 adder.at(positions, record=step == 0)
-                nll = answer_nll(handle.model(**batch.model_inputs(), use_cache=False).logits, batch)
+                nll = answer_nll(answer_logits(handle.model, batch), batch)
                 if step == 0:
                     v0 = adder.recorded
                 if nll.item() < NLL_STOP:
                     break
-                adder.at(kl_position)
-                kl_logits = handle.model(**kl_batch.model_inputs(), use_cache=False).logits
-                kl_lp = torch.log_softmax(kl_logits[0, kl_position[0]].float(), dim=-1)
-                if kl_init is None:
-                    kl_init = kl_lp.detach()
-                kl = (kl_init.exp() * (kl_init - kl_lp)).sum()
-                decay = hparams["v_weight_decay"] * delta.norm() ** 2 / v0.norm() ** 2
-                (nll + hparams["kl_factor"] * kl + decay).backward()
+                loss = nll + hparams["v_weight_decay"] * delta.norm() ** 2 / v0.norm() ** 2
+                if kl_factor > 0:
+                    adder.at(kl_position)
+                    kl_logits = handle.model(**kl_inputs, use_cache=False, logits_to_keep=1).logits[0, -1]
+                    kl_lp = torch.log_softmax(kl_logits.float(), dim=-1)
+                    if kl_init is None:
+                        kl_init = kl_lp.detach()
+                    loss = loss + kl_factor * (kl_init.exp() * (kl_init - kl_lp)).sum()
+                loss.backward()
                 optimizer.step()
                 with torch.no_grad():
                     delta.copy_(clamp_norm(delta, v0, hparams["clamp_norm_factor"]))

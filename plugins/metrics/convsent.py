@@ -56,8 +56,10 @@ class ConvSentSuccess(OptionsMetric):
         post_t = _mean_logprob(x["question"], target, outcomes, "post")
         post_o = _mean_logprob(x["question"], opposite, outcomes, "post")
         pre_t = _mean_logprob(x["question"], target, outcomes, "pre")
-        gap = 1 / (1 + math.exp(post_o - post_t))
-        return {self.name: gap * min(1.0, math.exp(post_t - pre_t))}
+        # exp only of non-positive numbers: no overflow however far apart the log-probabilities are
+        gap = post_t - post_o
+        sigmoid = 1 / (1 + math.exp(-gap)) if gap >= 0 else math.exp(gap) / (1 + math.exp(gap))
+        return {self.name: sigmoid * math.exp(min(0.0, post_t - pre_t))}
 
 
 def coarse_kl(pre_logprobs: Sequence[float], post_logprobs: Sequence[float]) -> float:
