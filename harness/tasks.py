@@ -120,10 +120,15 @@ def _task_class_for_format(record_format: str, spec_file: str) -> type:
     from harness.plugins import get_registry
 
     registry = get_registry()
-    for name in registry.names("tasks"):
-        component = registry.components["tasks"].get(name)
-        if component is not None and component.info.get("record_format") == record_format:
-            return component.load()
+    readers = [
+        component
+        for component in registry.components["tasks"].values()
+        if component.info.get("record_format") == record_format
+    ]
+    if readers:
+        # The task named after its format is that format's canonical reader (`zsre` reads the
+        # `zsre` format; `mini_zsre` and third-party tasks reuse it).
+        return min(readers, key=lambda c: (c.name != record_format, c.name)).load()
     known = sorted(
         {
             str(c.info.get("record_format"))

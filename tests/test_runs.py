@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from harness.schemas import validate_document, validate_records
 from test_runs_plugin import registry
 
 from harness.api import HarnessError
@@ -20,6 +19,7 @@ from harness.runs.modes import checkpoints, interleave, steps
 from harness.runs.plan import RunConfig
 from harness.runs.runner import execute, plan
 from harness.runs.store import RunStore
+from harness.schemas import validate_document, validate_records
 
 
 @pytest.fixture(scope="module")

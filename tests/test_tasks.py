@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from harness_plugins.tasks.normalize import flatten_answers, group_name, probe_groups
 
 from harness.api import HarnessError, Probe
 from harness.tasks import resolve_task
+from harness_plugins.tasks.normalize import flatten_answers, group_name, probe_groups
 
 EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "dataset-spec" / "spec.json"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from harness.api import HarnessError, RecordIssue
 from harness.schemas import (
     DataFileError,
     format_issues,
@@ -14,8 +16,6 @@ from harness.schemas import (
     validate_document,
     validate_records,
 )
-
-from harness.api import HarnessError, RecordIssue
 
 
 def test_every_shipped_schema_loads_and_is_a_valid_2020_12_schema():

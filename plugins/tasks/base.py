@@ -13,9 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.schemas import format_issues, read_json_records, validate_records
-
 from harness.api import EditCase, HarnessError, LoadedCases, RecordIssue, Task
+from harness.schemas import format_issues, read_json_records, validate_records
 from harness.tasks import DataFile, find_data_file, not_found_message
 
 log = logging.getLogger(__name__)

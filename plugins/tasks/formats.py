@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from harness_plugins.tasks.base import FACT_METRICS, RecordTask
-from harness_plugins.tasks.normalize import add_probes, flatten_answers, probe, text_list
-
 from harness.api import EditCase, Probe
 from harness.tasks import DataFile
+from harness_plugins.tasks.base import FACT_METRICS, RecordTask
+from harness_plugins.tasks.normalize import add_probes, flatten_answers, probe, text_list
 
 
 def _one_hop(record: Mapping[str, Any], groups: dict[str, tuple[Probe, ...]]) -> None:

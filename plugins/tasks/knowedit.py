@@ -13,12 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from harness.api import EditCase, LoadedCases, Probe, RecordIssue
 from harness.schemas import DataFileError, read_json
+from harness.seeding import case_seed
 from harness_plugins.tasks.base import FACT_METRICS, RecordTask, knowedit_file
 from harness_plugins.tasks.normalize import flatten_answers, probe_groups, text_list
-
-from harness.api import EditCase, LoadedCases, Probe, RecordIssue
-from harness.seeding import case_seed
 
 
 class KnowEditFacts(RecordTask):
@@ -79,7 +78,7 @@ class WikiBio(RecordTask):
 
     name = "wikibio"
     record_format = "wikibio"
-    metrics = ("edit_succ", "locality", "fluency")
+    metrics = ("edit_succ", "locality", "fluency", "perplexity")
     splits = ("test", "train")
     files: ClassVar = {
         "test": knowedit_file("WikiBio/wikibio-test-all.json"),
