@@ -3,6 +3,7 @@ by the real task loader, before and after a stand-in edit, on both padding sides
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,43 +32,60 @@ def agreement(before: list[int], after: list[int]) -> float:
     return sum(a == b for a, b in zip(before, after, strict=True)) / len(before)
 
 
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_zsre_scores_equal_naive_on_smollm2(smollm2, side, tmp_path, monkeypatch):
-    monkeypatch.setenv("HARNESS_HOME", str(tmp_path))
+@pytest.fixture(scope="module")
+def zsre_expected(smollm2):
+    """20 real ZsRE cases and their naive scores after the stand-in edit, computed once for both
+    padding sides (the naive scorer is the slow part)."""
     cases = resolve_task("zsre").load(data_dir=str(KNOWEDIT)).cases[:20]
     assert len(cases) == 20 and all(c.locality and c.portability for c in cases)
-    evaluator = Evaluator(smollm2, METRICS, EvalOptions(padding_side=side, max_batch_size=16))
-    evaluator.prepare(cases)
     pre_argmax = {
         p.prompt: naive_score(smollm2, p.prompt, p.answers[0])[0]
         for c in cases
         for ps in c.locality.values()
         for p in ps
     }
-    snapshot = smollm2.snapshot([f"{smollm2.adapter.mlp_out_name(1)}.weight"])
-    perturb(smollm2)
-    try:
-        results = evaluator.evaluate(cases)
-        localities = []
-        for case, got in zip(cases, results, strict=True):
+    with stand_in_edit(smollm2):
+        expected = []
+        for case in cases:
             edit = naive_accuracy(smollm2, case.prompt, case.target_new)
-            assert got["edit_succ"] == edit
-            assert got["exact_match"] == float(edit == 1.0)
             rephrases = [naive_accuracy(smollm2, r, case.target_new) for r in case.rephrases]
-            assert got["generalization"] == pytest.approx(sum(rephrases) / len(rephrases), abs=1e-12)
-            assert got["portability"] == pytest.approx(
-                group_mean(smollm2, case.portability.values()), abs=1e-12
-            )
-            groups = [
-                sum(
-                    agreement(pre_argmax[p.prompt], naive_score(smollm2, p.prompt, p.answers[0])[0])
-                    for p in ps
-                )
-                / len(ps)
+            locality = [
+                [agreement(pre_argmax[p.prompt], naive_score(smollm2, p.prompt, p.answers[0])[0]) for p in ps]
                 for ps in case.locality.values()
             ]
-            assert got["locality"] == pytest.approx(sum(groups) / len(groups), abs=1e-12)
-            localities.append(got["locality"])
-        assert min(localities) < 1.0  # the stand-in edit moved some argmax tokens
+            expected.append(
+                {
+                    "edit_succ": edit,
+                    "exact_match": float(edit == 1.0),
+                    "generalization": sum(rephrases) / len(rephrases),
+                    "portability": group_mean(smollm2, case.portability.values()),
+                    "locality": sum(sum(g) / len(g) for g in locality) / len(locality),
+                }
+            )
+    return cases, expected
+
+
+@contextmanager
+def stand_in_edit(handle):
+    snapshot = handle.snapshot([f"{handle.adapter.mlp_out_name(1)}.weight"])
+    perturb(handle)
+    try:
+        yield
     finally:
-        smollm2.restore(snapshot)
+        handle.restore(snapshot)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_zsre_scores_equal_naive_on_smollm2(smollm2, zsre_expected, side, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path))
+    cases, expected = zsre_expected
+    evaluator = Evaluator(smollm2, METRICS, EvalOptions(padding_side=side, max_batch_size=16))
+    evaluator.prepare(cases)
+    with stand_in_edit(smollm2):
+        results = evaluator.evaluate(cases)
+    for got, want in zip(results, expected, strict=True):
+        assert got["edit_succ"] == want["edit_succ"]
+        assert got["exact_match"] == want["exact_match"]
+        for key in ("generalization", "portability", "locality"):
+            assert got[key] == pytest.approx(want[key], abs=1e-12), key
+    assert min(r["locality"] for r in results) < 1.0  # the stand-in edit moved some argmax tokens

@@ -157,11 +157,12 @@ def _train_values(
         output[rows, batch.last_prompt_index] = values.to(output.dtype)
         return output
 
+    inputs = batch.model_inputs()
     hook = module.register_forward_hook(overwrite)
     try:
         with torch.enable_grad():
             for _ in range(hparams["n_iter"]):
-                loss = handle.model(**batch.model_inputs()).loss
+                loss = handle.model(**inputs).loss
                 if loss.item() < hparams["stop_loss"]:
                     break
                 (values.grad,) = torch.autograd.grad(loss, [values])

@@ -197,6 +197,7 @@ class LoRA(Method):
         self, handle: ModelHandle, tuner: LoraModel, cases: Sequence[EditCase], hparams: Mapping[str, Any]
     ):
         batch = edit_batch(handle, cases)
+        inputs, labels = batch.model_inputs(), batch.window_labels
         params = [p for p in tuner.model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=hparams["lr"])
         was_training = tuner.model.training
@@ -204,8 +205,8 @@ class LoRA(Method):
         try:
             with torch.enable_grad():
                 for step in range(hparams["num_steps"]):
-                    out = tuner(**batch.model_inputs())
-                    if target_nll(out.logits, batch.labels).item() < hparams["stop_loss"]:
+                    out = tuner(**inputs)
+                    if target_nll(out.logits, labels).item() < hparams["stop_loss"]:
                         break
                     out.loss.backward()
                     optimizer.step()
