@@ -2,6 +2,7 @@
 to compute second-moment statistics, with the machine and library versions.
 
     python benchmarks/edit_speed.py [--methods rome,grace,...] [--cases 5] [--model smollm2-135m]
+                                    [--set KEY=VALUE ...]
 
 Any registered method can be named; cases are the first real ZsRE records when the KnowEdit data is
 found (--data-dir), else a few built-in facts. Context templates and statistics are computed (and
@@ -21,7 +22,7 @@ import torch
 import transformers
 
 from harness.api import EditCase
-from harness.hparams import resolve_hparams
+from harness.hparams import parse_assignments, resolve_hparams
 from harness.models.load import load_model
 from harness.plugins import get_registry
 from harness.second_moment import StatsConfig, second_moments
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).parents[2] / "shared/data/knowedit")
+    parser.add_argument("--set", action="append", default=[], help="hparam override for every method")
     parser.add_argument("--fresh-cache", action="store_true", help="time statistics from an empty cache")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,7 +72,7 @@ def main() -> None:
     registry = get_registry()
     for name in args.methods.split(","):
         method = registry.load("methods", name)()
-        hparams = resolve_hparams(method, handle, {})
+        hparams = resolve_hparams(method, handle, parse_assignments(args.set))
         if "mom2_samples" in hparams:
             start = time.perf_counter()
             config = StatsConfig(samples=hparams["mom2_samples"], tokens=hparams["mom2_tokens"])

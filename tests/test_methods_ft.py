@@ -10,7 +10,7 @@ from harness.api import EditCase
 from harness.hparams import resolve_hparams
 from harness.models.tokenization import encode_answers
 from harness.plugins import get_registry
-from harness_plugins.methods.losses import answer_nll, prompt_last_nll
+from harness_plugins.methods.losses import answer_logits, answer_nll, logits_needed, prompt_last_nll
 from harness_plugins.methods.weights import mlp_out_params
 
 CASES = [
@@ -69,3 +69,18 @@ def test_norm_constraint_bounds_every_weight(tiny_llama) -> None:
     moved = max((p - originals[n]).abs().max().item() for n, p in params.items())
     assert 0 < moved <= 1e-3 + 1e-7
     edit.undo()
+
+
+def test_losses_on_the_kept_tail_equal_the_full_losses(tiny_gpt2) -> None:
+    """Left-padded batches need logits of the last few positions only; the losses read them there."""
+    prompts, answers = ["The capital of France is", "A"], ["the city of Paris", "cat"]
+    left = encode_answers(tiny_gpt2.tokenizer, prompts, answers, padding_side="left")
+    right = encode_answers(tiny_gpt2.tokenizer, prompts, answers)
+    keep = logits_needed(left)
+    assert keep < left.input_ids.shape[1]
+    with torch.no_grad():
+        tail = answer_logits(tiny_gpt2.model, left)
+        full = tiny_gpt2.model(**right.model_inputs()).logits
+    assert tail.shape[1] == keep
+    for loss in (answer_nll, prompt_last_nll):
+        torch.testing.assert_close(loss(tail, left), loss(full, right), rtol=1e-4, atol=1e-4)

@@ -3,14 +3,16 @@ quality on the real SmolLM2 with real ZsRE records (slow)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness.api import EditCase, HarnessError
+from harness.api import EditCase, HarnessError, Probe
+from harness.evaluation.evaluator import Evaluator
+from harness.evaluation.options import EvalOptions
 from harness.hparams import resolve_hparams
-from harness.models.tokenization import encode_answers
 from harness.plugins import get_registry
 from harness.seeding import case_seed, seed_everything
 from harness_plugins.methods.edit_math import (
@@ -152,75 +154,63 @@ def test_bad_overrides_fail_clearly(tiny_llama) -> None:
 
 # --- the real SmolLM2 on real ZsRE records (slow); FT-L and FT-M share the same protocol here ---
 
-ZSRE = Path("/work/shared/data/knowedit/ZsRE/ZsRE-test-all.json")
-#: Facts SmolLM2-135M gets right, about subjects no ZsRE record edits.
-UNRELATED = [
-    ("The capital of Japan is", "Tokyo"),
-    ("The capital of France is", "Paris"),
-    ("The Eiffel Tower is located in", "Paris"),
-    ("The currency of the United States is the", "dollar"),
-    ("Water is made of hydrogen and", "oxygen"),
-]
-#: method -> (minimum edit success, minimum unrelated locality); ft-l only has to move answers.
-THRESHOLDS = {"rome": (0.9, 0.9), "memit": (0.8, 0.9), "ft-m": (0.9, 0.0), "ft-l": (None, 0.0)}
-
-
-def _argmax_at_answers(handle, prompts, answers) -> list[torch.Tensor]:
-    batch = encode_answers(handle.tokenizer, prompts, answers)
-    with torch.no_grad():
-        pred = handle.model(**batch.model_inputs()).logits.argmax(-1)
-    return [
-        pred[i, int(batch.answer_start[i]) - 1 : int(batch.answer_end[i]) - 1] for i in range(len(prompts))
-    ], batch
-
-
-def _token_accuracy(handle, prompts, answers) -> list[float]:
-    """Teacher-forced token accuracy (the reference's edit success)."""
-    preds, batch = _argmax_at_answers(handle, prompts, answers)
-    gold = [
-        batch.input_ids[i, int(batch.answer_start[i]) : int(batch.answer_end[i])] for i in range(len(prompts))
+KNOWEDIT = Path("/work/shared/data/knowedit")
+#: Facts SmolLM2-135M gets right, about subjects no edited ZsRE record mentions: a ROME-style edit
+#: must leave them alone even where it moves other relations of its own subject.
+UNRELATED = tuple(
+    Probe(prompt, (answer,))
+    for prompt, answer in [
+        ("The capital of France is", "Paris"),
+        ("The capital of Japan is", "Tokyo"),
+        ("The capital of Italy is", "Rome"),
+        ("The capital of Germany is", "Berlin"),
+        ("The capital of Spain is", "Madrid"),
+        ("The Mona Lisa was painted by", "Leonardo da Vinci"),
     ]
-    return [(p == g).float().mean().item() for p, g in zip(preds, gold, strict=True)]
+)
+#: Explicit CPU overrides (docs/methods.md, "Cost on a CPU"): ROME averages over "{}" and 5 sampled
+#: 5-token contexts (MEMIT's reference count) instead of the reference's 21 templates.
+OVERRIDES = {"rome": {"context_templates": [[5, 5]]}}
+#: Minimum mean edit success; ft-l only has to move the answers (see the test).
+MIN_EDIT_SUCC = {"rome": 0.9, "memit": 0.8, "ft-m": 0.9}
+MIN_UNRELATED = {"rome": 0.9, "memit": 0.9}
 
 
-def _agreement(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
-    return sum((a == b).float().mean().item() for a, b in zip(before, after, strict=True)) / len(before)
+@pytest.fixture(scope="module")
+def zsre_cases() -> list[EditCase]:
+    from harness.tasks import resolve_task
+
+    cases = resolve_task("zsre").load(data_dir=str(KNOWEDIT)).cases[:20]
+    return [replace(c, locality={**c.locality, "unrelated": UNRELATED}) for c in cases]
+
+
+def _mean(rows: list[dict[str, float]], key: str) -> float:
+    values = [r[key] for r in rows if key in r]
+    return sum(values) / len(values)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", list(THRESHOLDS))
-def test_single_edits_on_smollm2_with_real_zsre(smollm2, method, tmp_path_factory) -> None:
-    import json
-
-    records = json.loads(ZSRE.read_text())[:20]
-    cases = [
-        EditCase(case_id=f"zsre-{i}", prompt=r["prompt"], target_new=r["target_new"], subject=r["subject"])
-        for i, r in enumerate(records)
-    ]
+@pytest.mark.parametrize("method", ["rome", "memit", "ft-m", "ft-l"])
+def test_single_edits_on_smollm2_with_real_zsre(smollm2, zsre_cases, method) -> None:
+    """The runner's single-mode loop (seed, apply, evaluate, undo) with the real evaluator; undo in
+    verify mode raises unless every parameter is bit-identical to before the edit."""
+    assert smollm2.verify
+    evaluator = Evaluator(smollm2, ["edit_succ", "locality"], options=EvalOptions(use_cache=False))
+    evaluator.prepare(zsre_cases)
+    pre = _mean(evaluator.evaluate_pre(zsre_cases), "edit_succ")
     editor = get_registry().load("methods", method)()
-    hp = resolve_hparams(editor, smollm2, {})
-    unrelated = ([p for p, _ in UNRELATED], [a for _, a in UNRELATED])
-    unrelated_pre, _ = _argmax_at_answers(smollm2, *unrelated)
-    pre, post, unrelated_loc, same_subject_loc = [], [], [], []
-    for case, record in zip(cases, records, strict=True):
-        loc = record["locality"]["Relation_Specificity"]
-        loc_probes = ([p["prompt"] for p in loc], [p["ground_truth"][0] for p in loc])
-        loc_pre, _ = _argmax_at_answers(smollm2, *loc_probes)
-        pre += _token_accuracy(smollm2, [case.prompt], [case.target_new])
+    hparams = resolve_hparams(editor, smollm2, OVERRIDES.get(method, {}))
+    rows = []
+    for case in zsre_cases:
         seed_everything(case_seed(0, case.case_id))
-        edit = editor.apply(smollm2, [case], hp)
-        post += _token_accuracy(smollm2, [case.prompt], [case.target_new])
-        unrelated_loc.append(_agreement(unrelated_pre, _argmax_at_answers(smollm2, *unrelated)[0]))
-        same_subject_loc.append(_agreement(loc_pre, _argmax_at_answers(smollm2, *loc_probes)[0]))
-        edit.undo()  # verify mode: every parameter is bit-identical to before
-    n = len(cases)
-    succ, loc_unrel, loc_same = sum(post) / n, sum(unrelated_loc) / n, sum(same_subject_loc) / n
+        edit = editor.apply(smollm2, [case], hparams)
+        rows += evaluator.evaluate([case], {case.case_id: edit.context})
+        edit.undo()
+    succ, unrelated = _mean(rows, "edit_succ"), _mean(rows, "locality.unrelated")
+    same_subject = _mean(rows, "locality.relation_specificity")
     print(
-        f"{method}: pre {sum(pre) / n:.3f} edit_succ {succ:.3f} unrelated {loc_unrel:.3f} same {loc_same:.3f}"
+        f"{method}: edit_succ {pre:.3f} -> {succ:.3f}, same-subject locality {same_subject:.3f}, "
+        f"unrelated locality {unrelated:.3f}"
     )
-    min_succ, min_loc = THRESHOLDS[method]
-    if min_succ is None:
-        assert succ > sum(pre) / n + 0.05
-    else:
-        assert succ >= min_succ
-    assert loc_unrel >= min_loc
+    assert succ >= MIN_EDIT_SUCC.get(method, pre + 0.1)
+    assert unrelated >= MIN_UNRELATED.get(method, 0.0)
