@@ -41,6 +41,20 @@ def test_defaults_and_module_names_come_from_the_adapter(tiny_handle: ModelHandl
         resolve_hparams(LoRA(), tiny_handle, {"rank": 0})
 
 
+def test_window_loss_is_the_target_nll_of_the_full_logits(tiny_handle: ModelHandle) -> None:
+    batch = edit_batch(
+        tiny_handle, [CASE, EditCase(case_id="c2", prompt="Water is made of", target_new="a long answer")]
+    )
+    with torch.no_grad():
+        full = tiny_handle.model(**batch.answers.model_inputs()).logits
+        window = tiny_handle.model(**batch.model_inputs())
+    assert window.logits.shape[1] == len(batch.window) < full.shape[1]
+    expected = target_nll(full, batch.labels)
+    assert torch.allclose(window.loss, expected) and torch.allclose(
+        target_nll(window.logits, batch.window_labels), expected
+    )
+
+
 @pytest.mark.parametrize("method", [LoRA(), AdaLoRA()], ids=["lora", "adalora"])
 def test_edit_learns_the_target_and_undo_leaves_no_trace(tiny_handle: ModelHandle, method: LoRA) -> None:
     hparams = resolve_hparams(method, tiny_handle, FAST)

@@ -68,5 +68,5 @@ def test_real_zsre_records_are_inferred_as_zsre_not_as_the_looser_fact_formats(c
     path = tmp_path / "zsre-sample.json"
     path.write_text(json.dumps(records))
     code, out, err = validate(capsys, path)
-    assert (code, out) == (0, f"{path}: valid records in format 'zsre' (tasks: zsre)")
+    assert (code, out) == (0, f"{path}: valid records in format 'zsre' (tasks: mini_zsre, zsre)")
     assert "also fit 'wiki_counterfact', 'wiki_recent'" in err
