@@ -118,3 +118,56 @@ def test_hand_picked_counterfact_and_mquake_records():
     assert mq.prompt == "Hey Jude was performed by" and mq.target_new == "Madonna"
     assert len(mq.extras["requested_rewrites"]) == 4
     assert mq.portability["multi_hop"][0].answers[:2] == ("Arabic", "ar")
+
+
+@pytest.mark.parametrize(
+    ("task", "folder", "split", "count", "probed"),
+    [
+        ("easyedit_counterfact", "easyedit_editing_data", "test", 10000, 10000),
+        ("easyedit_counterfact", "easyedit_editing_data", "val", 1919, 1919),
+        ("wise_hallucination", "easyedit_wise_data", "test", 600, 593),
+        ("wise_hallucination", "easyedit_wise_data", "train", 306, 301),
+        ("wise_temporal", "easyedit_wise_data", "test", 75, 75),
+        ("wise_temporal", "easyedit_wise_data", "train", 75, 74),
+    ],
+)
+def test_easyedit_flat_file_loads_completely_from_its_data_dir(task, folder, split, count, probed):
+    """`probed`: the records whose locality answer is not blank (the WISE files have a few blank ones)."""
+    loaded = resolve_task(task).load(split=split, data_dir=str(OTHER / folder))
+    assert len(loaded.cases) == count and loaded.skipped == ()
+    assert sum(len(c.locality.get("neighborhood", ())) for c in loaded.cases) == probed
+
+
+def test_hand_picked_easyedit_counterfact_record():
+    folder = str(OTHER / "easyedit_editing_data")
+    case = resolve_task("easyedit_counterfact").load(split="val", data_dir=folder).cases[0]
+    assert case.case_id == "easyedit_counterfact:val:0" and case.extras == {"source_case_id": 10}
+    assert (case.prompt, case.subject, case.target_new, case.ground_truth) == (
+        "BBC One, by",
+        "BBC One",
+        "Sega",
+        ("BBC",),
+    )
+    assert case.rephrases == ("BBC One is my favorite product out of everything owned by",)
+    assert [(p.prompt, p.answers) for p in case.locality["neighborhood"]] == [("BBC Radio, by", ("BBC",))]
+
+
+def test_hand_picked_wise_records():
+    folder = str(OTHER / "easyedit_wise_data")
+    passage = resolve_task("wise_hallucination").load(data_dir=folder).cases[0]
+    assert passage.subject == "carole gist" and passage.prompt.startswith("This is a Wikipedia passage about")
+    assert passage.target_new.startswith("She was also the first contestant from Michigan to win Miss USA")
+    assert passage.ground_truth == () and passage.rephrases == () and passage.extras == {}
+    topic = resolve_task("wise_temporal").load(data_dir=folder).cases[0]
+    assert (topic.prompt, topic.subject) == ("Tesla, Inc.,", "Tesla, Inc.,")
+    assert topic.rephrases == () and topic.extras["ood_rephrase"].startswith("Tesla, Inc., an American")
+    assert topic.locality["neighborhood"][0].answers[0].startswith("in digital banking alone")
+
+
+def test_piqa_locality_file_reads_as_probe_questions():
+    from harness_plugins.tasks.piqa import read_piqa
+
+    questions = read_piqa(OTHER / "easyedit_editing_data/locality/Commonsense Task/piqa_valid.jsonl")
+    assert len(questions) == 1838
+    assert questions[0].goal == "How do I ready a guinea pig cage for it's new occupants?"
+    assert [s.split("made of ")[1][:13] for s in questions[0].solutions] == ["ripped paper ", "ripped jeans "]

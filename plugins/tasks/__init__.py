@@ -45,6 +45,24 @@ TASKS: dict[str, tuple[str, str, str, str]] = {
         "MQuAKE-CF-3k.json (--data-dir)",
         "multi-hop questions over edits",
     ),
+    "easyedit_counterfact": (
+        "easyedit:EasyEditCounterFact",
+        "easyedit_counterfact",
+        "EasyEdit counterfact-{edit,val,train}.json (--data-dir)",
+        "CounterFact in EasyEdit's flat format",
+    ),
+    "wise_hallucination": (
+        "easyedit:WiseHallucination",
+        "wise_hallucination",
+        "WISE hallucination-{edit,train}.json (--data-dir)",
+        "WISE: corrected continuations of WikiBio passages",
+    ),
+    "wise_temporal": (
+        "easyedit:WiseTemporal",
+        "wise_temporal",
+        "WISE temporal-{edit,train}.json (--data-dir)",
+        "WISE: long descriptions of recent events about a topic",
+    ),
 }
 
 #: The bundled sample: one task per KnowEdit format, `mini_<task>`, with that task's record format.
