@@ -4,16 +4,15 @@ by the real task loader, before and after a stand-in edit, on both padding sides
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from naive_eval import naive_accuracy, naive_score, perturb
+from shared_data import KNOWEDIT
 
 from harness.evaluation.evaluator import Evaluator
 from harness.evaluation.options import EvalOptions
 from harness.tasks import resolve_task
 
-KNOWEDIT = Path("/work/shared/data/knowedit")
 METRICS = ["edit_succ", "generalization", "portability", "locality", "exact_match"]
 
 pytestmark = [

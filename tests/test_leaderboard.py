@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from shared_data import KNOWEDIT
 
 from harness.api import HarnessError
 from harness.runs.leaderboard import FORMATS, is_fraction, load_summary, merge, render
 
-KNOWEDIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "knowedit"
 SUMMARY_A = {
     "results": [
         {
@@ -168,14 +167,14 @@ def test_run_command_refuses_before_loading_and_resumes_without_redoing(tmp_path
     args = ["run", "--model", model, "--method", "ft-l", "--task", "zsre", "--limit", "1"]
     args += [
         "--data-dir",
-        "/work/shared/data/knowedit",
+        str(KNOWEDIT),
         "--set",
         "num_steps=1",
         "--out",
         str(out),
         "--no-progress",
     ]
-    if not __import__("os").path.isdir("/work/shared/data/knowedit"):
+    if not KNOWEDIT.is_dir():
         pytest.skip("KnowEdit data folder not present")
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output

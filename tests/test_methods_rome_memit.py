@@ -4,10 +4,10 @@ quality on the real SmolLM2 with real ZsRE records (slow)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
+from shared_data import KNOWEDIT
 
 from harness.api import EditCase, HarnessError, Probe
 from harness.evaluation.evaluator import Evaluator
@@ -154,7 +154,6 @@ def test_bad_overrides_fail_clearly(tiny_llama) -> None:
 
 # --- the real SmolLM2 on real ZsRE records (slow); FT-L and FT-M share the same protocol here ---
 
-KNOWEDIT = Path("/work/shared/data/knowedit")
 #: Facts SmolLM2-135M gets right, about subjects no edited ZsRE record mentions: a ROME-style edit
 #: must leave them alone even where it moves other relations of its own subject.
 UNRELATED = tuple(

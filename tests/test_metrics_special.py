@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from naive_eval import naive_generate, naive_score, perturb
+from shared_data import KNOWEDIT
 
 from harness.api import EditCase, HarnessError, Probe
 from harness.evaluation.evaluator import Evaluator
@@ -21,7 +22,6 @@ from harness_plugins.metrics.convsent import ConvSentKL, ConvSentSuccess, coarse
 from harness_plugins.metrics.perplexity import Perplexity
 from harness_plugins.metrics.sanitation import SANITATION_NEW_TOKENS, SanitationLocality, SanitationSuccess
 
-KNOWEDIT = Path("/work/shared/data/knowedit")
 needs_data = pytest.mark.skipif(not KNOWEDIT.exists(), reason="shared KnowEdit data absent")
 
 

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from shared_data import KNOWEDIT
 
 from harness.runs.plan import RunConfig
 from harness.runs.runner import execute
 from harness.runs.store import RunStore
-
-KNOWEDIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "knowedit"
 
 pytestmark = [
     pytest.mark.slow,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from shared_data import KNOWEDIT
+from shared_data import SHARED_DATA as SHARED
 
 from harness.tasks import resolve_task
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-KNOWEDIT = SHARED / "knowedit"
 OTHER = SHARED / "other"
 
 pytestmark = [

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from shared_data import KNOWEDIT
 
 from harness.cli import main
 
-KNOWEDIT = Path("/work/shared/data/knowedit")
 FACT = {"subject": "France", "prompt": "The capital of France is", "target_new": "Lyon"}
 
 
