@@ -87,11 +87,10 @@ def test_sequential_edits_share_one_codebook_and_undo_in_reverse(tiny_llama: Mod
 
 @pytest.mark.slow
 def test_grace_on_smollm2_with_real_zsre(smollm2: ModelHandle) -> None:
-    """20 single edits, then 10 stacked ones: the codebook must keep every earlier edit and stay local."""
     cases = zsre_cases(20)
     hparams = resolve_hparams(GRACE(), smollm2, {})
     single = mean_scores(smollm2, GRACE(), cases, hparams, mode="single")
-    sequential = mean_scores(smollm2, GRACE(), cases[:10], hparams, mode="sequential")
+    sequential = mean_scores(smollm2, GRACE(), cases, hparams, mode="sequential")
     print("grace single", single, "sequential", sequential)
     assert single["edit_succ"] >= 0.9 and single["locality"] >= 0.95
-    assert sequential["edit_succ"] >= 0.9 and sequential["locality"] >= 0.95
+    assert sequential["edit_succ"] >= 0.85 and sequential["locality"] >= 0.9

@@ -193,7 +193,7 @@ class GRACE(Method):
             "stop_loss": {
                 "type": "number",
                 "minimum": 0,
-                "default": 0.05,
+                "default": 0.01,
                 "description": "stop training a value once the target NLL is below this",
             },
         },

@@ -222,9 +222,6 @@ class AdaLoRA(LoRA):
 
     peft needs the total number of steps up front (the reference toolkit's config omits it and peft
     refuses to run); here it is `num_steps`, with warm-up and final phases as fixed fractions of it.
-    Its default learning rate is four times LoRA's: the singular values start at zero and their
-    gradients are products of small random factors, so at LoRA's rate an edit took ~35 steps on
-    SmolLM2 instead of ~14.
     """
 
     name: ClassVar[str] = "adalora"
@@ -233,7 +230,6 @@ class AdaLoRA(LoRA):
         "additionalProperties": False,
         "properties": {
             **_COMMON_SCHEMA,
-            "lr": {**_COMMON_SCHEMA["lr"], "default": 2e-2},
             "init_r": {"type": "integer", "minimum": 1, "default": 12},
             "target_r": {"type": "integer", "minimum": 1, "default": 8},
             "orth_reg_weight": {"type": "number", "minimum": 0, "default": 0.5},
