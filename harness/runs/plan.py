@@ -1,0 +1,227 @@
+"""Turning what the user asked for into jobs, and refusing what cannot run before a model loads.
+
+A run is fully described by a `RunConfig` (recorded in the manifest, so `--resume` can rebuild the
+very same plan); `build_plan` expands it into `Job`s. Every check that needs only the method's
+capabilities and the task's splits happens here, so an impossible request costs no model load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.api import HarnessError
+from harness.runs.catalog import Catalog
+from harness.runs.suites import Suite
+
+MODES = ("single", "batch", "sequential", "cross-domain")
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_SUITE = "knowedit-mini"
+
+
+class PlanError(HarnessError):
+    """The requested combination of methods, tasks and mode cannot run."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides what a run computes (the device and output folder aside)."""
+
+    model: str = ""
+    suite: str | None = None
+    methods: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    mode: str = ""
+    batch_size: int = 0
+    eval_at: tuple[int, ...] = ()
+    interleave: bool = False
+    train_tasks: tuple[str, ...] = ()
+    limit: int | None = None
+    split: str = "test"
+    data_dir: str | None = None
+    skip_invalid: bool = False
+    alias_policy: str = "first"
+    seed: int = 0
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    general: tuple[str, ...] = ()
+    general_include: str | None = None
+    general_limit: int | None = None
+    general_edits: int = 5
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunConfig:
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise HarnessError(f"run config has unknown fields {unknown}; written by a newer harness?")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (model, method, task(s), mode) unit: its cases are edited and scored together.
+
+    `tasks` has one task, except for a continual mixed-domain job, whose cases of several tasks
+    are interleaved into one sequence of edits.
+    """
+
+    model: str
+    method: str
+    tasks: tuple[str, ...]
+    mode: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 1
+    eval_at: tuple[int, ...] = ()
+    train_task: str | None = None
+
+    @property
+    def task_label(self) -> str:
+        return "+".join(self.tasks)
+
+    @property
+    def key(self) -> str:
+        """A stable name for the job, used in cases.jsonl to tell jobs apart (and to resume)."""
+        parts = [self.model, self.method, self.task_label, self.mode]
+        if self.batch_size > 1:
+            parts.append(f"b{self.batch_size}")
+        if self.train_task:
+            parts.append(f"from-{self.train_task}")
+        return "/".join(parts)
+
+    @property
+    def undoes(self) -> bool:
+        """Whether each edit is taken back before the next (every mode but sequential)."""
+        return self.mode != "sequential"
+
+
+def _merge(config: RunConfig, suite: Suite | None) -> RunConfig:
+    """The user's options over the suite's: an option given on the command line always wins."""
+    if suite is None:
+        return config
+    return dataclasses.replace(
+        config,
+        model=config.model or suite.model or "",
+        methods=config.methods or suite.methods,
+        tasks=config.tasks or suite.tasks,
+        mode=config.mode or suite.mode,
+        batch_size=config.batch_size or suite.batch_size,
+        eval_at=config.eval_at or suite.eval_at,
+        limit=config.limit if config.limit is not None else suite.limit,
+    )
+
+
+def effective_config(config: RunConfig, catalog: Catalog) -> tuple[RunConfig, Suite | None]:
+    """The config with suite values and defaults filled in (what the manifest records)."""
+    if config.suite is None and not config.methods and not config.tasks:
+        config = dataclasses.replace(config, suite=DEFAULT_SUITE)
+    suite = catalog.suite(config.suite) if config.suite else None
+    config = _merge(config, suite)
+    config = dataclasses.replace(
+        config,
+        model=config.model or DEFAULT_MODEL,
+        mode=config.mode or ("cross-domain" if config.train_tasks else "single"),
+        batch_size=config.batch_size or 1,
+    )
+    return config, suite
+
+
+def _check_config(config: RunConfig) -> None:
+    if config.mode not in MODES:
+        raise PlanError(f"unknown mode {config.mode!r}; known: {', '.join(MODES)}")
+    if not config.methods:
+        raise PlanError("no method to run: pass --method M[,M..] or --suite NAME")
+    if not config.tasks:
+        raise PlanError("no task to run: pass --task T[,T..] or --suite NAME")
+    if config.mode == "single" and config.batch_size > 1:
+        raise PlanError(
+            "--batch-size needs --mode batch (or sequential); single mode edits one case at a time"
+        )
+    if config.eval_at and config.mode != "sequential":
+        raise PlanError("--eval-at only applies to --mode sequential (edits are undone in other modes)")
+    if config.interleave and (config.mode != "sequential" or len(config.tasks) < 2):
+        raise PlanError(
+            "--interleave mixes several tasks in one sequence: use --mode sequential --task A,B[,..]"
+        )
+    if config.mode == "cross-domain" and not config.train_tasks:
+        raise PlanError("--mode cross-domain needs --train-task T[,T..] (the split the method learns from)")
+    if config.train_tasks and config.mode != "cross-domain":
+        raise PlanError("--train-task only applies to --mode cross-domain")
+    if config.alias_policy not in ("first", "best"):
+        raise PlanError(f"--alias-policy must be first or best, got {config.alias_policy!r}")
+
+
+def _check_method(catalog: Catalog, method: str, config: RunConfig) -> None:
+    caps = catalog.method_class(method).capabilities
+    if config.batch_size > 1 and not caps.batch:
+        raise PlanError(
+            f"method {method!r} cannot edit several cases in one call, so --batch-size "
+            f"{config.batch_size} is impossible; use --mode single or leave {method!r} out"
+        )
+    if config.mode == "sequential" and not caps.sequential:
+        raise PlanError(
+            f"method {method!r} cannot stack edits, so --mode sequential is impossible; "
+            f"use --mode single or leave {method!r} out"
+        )
+    if config.mode == "cross-domain" and not caps.needs_training:
+        raise PlanError(
+            f"method {method!r} does not learn from data, so --mode cross-domain has nothing to "
+            f"transfer; cross-domain runs are for methods that train (e.g. ike)"
+        )
+
+
+def _check_train_task(catalog: Catalog, task: str) -> None:
+    splits = catalog.task_splits(task)
+    if "train" not in splits:
+        raise PlanError(
+            f"task {task!r} has no train split (splits: {', '.join(splits)}), so it cannot be "
+            f"--train-task of a cross-domain run"
+        )
+
+
+def build_plan(config: RunConfig, catalog: Catalog, suite: Suite | None = None) -> list[Job]:
+    """The jobs of an effective config, in a fixed order (model, method, task)."""
+    _check_config(config)
+    for method in config.methods:
+        _check_method(catalog, method, config)
+    for task in (*config.tasks, *config.train_tasks):
+        catalog.task_splits(task)
+    for task in config.train_tasks:
+        _check_train_task(catalog, task)
+    excluded = suite.excluded if suite is not None else {}
+    suite_hparams = suite.hparams if suite is not None else {}
+
+    def job(method: str, tasks: Sequence[str], train_task: str | None = None) -> Job:
+        overrides = {**suite_hparams.get(method, {}), **config.overrides}
+        return Job(
+            model=config.model,
+            method=method,
+            tasks=tuple(tasks),
+            mode=config.mode,
+            overrides=overrides,
+            batch_size=config.batch_size,
+            eval_at=config.eval_at,
+            train_task=train_task,
+        )
+
+    jobs: list[Job] = []
+    for method in config.methods:
+        tasks = [t for t in config.tasks if (method, t) not in excluded]
+        if config.interleave:
+            jobs.append(job(method, tasks))
+        elif config.mode == "cross-domain":
+            jobs.extend(job(method, [t], source) for source in config.train_tasks for t in tasks)
+        else:
+            jobs.extend(job(method, [t]) for t in tasks)
+    if not jobs:
+        raise PlanError("the suite's exclusions leave no job to run")
+    return jobs
+
+
+def describe_plan(jobs: Sequence[Job]) -> str:
+    return "\n".join(f"  {j.key}" for j in jobs)
