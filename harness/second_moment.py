@@ -150,6 +150,22 @@ def _take_nonempty(rows: Iterable[dict], n: int) -> list[dict]:
 
 
 @torch.no_grad()
+def sample_texts(handle: ModelHandle, openers: list[str], *, max_new_tokens: int, top_k: int) -> list[str]:
+    """Top-k samples continuing each opener, decoded with the opener: the model's own text, for
+    corpora and context templates alike. The caller owns the seed."""
+    batch = encode_prompts(handle.tokenizer, openers).to(handle.device)
+    out = handle.model.generate(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        do_sample=True,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=handle.tokenizer.pad_token_id,
+    )
+    return handle.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+@torch.no_grad()
 def _model_texts(handle: ModelHandle, n: int, config: StatsConfig) -> list[str]:
     """`n` texts sampled from the model (top-k 50), seeded, cached per model fingerprint."""
     key = content_key("model-texts", handle.fingerprint(), n, config.tokens, config.seed)
@@ -161,16 +177,7 @@ def _model_texts(handle: ModelHandle, n: int, config: StatsConfig) -> list[str]:
         torch.manual_seed(config.seed)
         for start in range(0, n, 32):
             openers = [_OPENERS[i % len(_OPENERS)] for i in range(start, min(n, start + 32))]
-            batch = encode_prompts(handle.tokenizer, openers).to(handle.device)
-            out = handle.model.generate(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                do_sample=True,
-                top_k=50,
-                max_new_tokens=config.tokens,
-                pad_token_id=handle.tokenizer.pad_token_id,
-            )
-            texts.extend(handle.tokenizer.batch_decode(out, skip_special_tokens=True))
+            texts.extend(sample_texts(handle, openers, max_new_tokens=config.tokens, top_k=50))
     atomic_write_bytes(path, json.dumps(texts).encode())
     return texts
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from harness.cache import atomic_write_bytes, cache_dir, content_key
-from harness.models.tokenization import encode_prompts
+from harness.second_moment import sample_texts
 
 if TYPE_CHECKING:
     from harness.models.handle import ModelHandle
@@ -38,16 +38,7 @@ def context_templates(handle: ModelHandle, spec: Sequence[Sequence[int]]) -> lis
         torch.manual_seed(TEMPLATE_SEED)
         for length, count in spec:
             openers = [OPENERS[i % len(OPENERS)] for i in range(count)]
-            batch = encode_prompts(handle.tokenizer, openers).to(handle.device)
-            out = handle.model.generate(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                do_sample=True,
-                top_k=5,
-                max_new_tokens=length,
-                pad_token_id=handle.tokenizer.pad_token_id,
-            )
-            for text in handle.tokenizer.batch_decode(out, skip_special_tokens=True):
+            for text in sample_texts(handle, openers, max_new_tokens=length, top_k=5):
                 templates.append(text.replace("{", " ").replace("}", " ").strip() + ". " + SLOT)
     atomic_write_bytes(path, json.dumps(templates).encode())
     return templates
