@@ -2,31 +2,36 @@
 to compute second-moment statistics, with the machine and library versions.
 
     python benchmarks/edit_speed.py [--methods rome,grace,...] [--cases 5] [--model smollm2-135m]
-                                    [--set KEY=VALUE ...]
+                                    [--set KEY=VALUE | METHOD.KEY=VALUE ...] [--fresh-cache]
 
 Any registered method can be named; cases are the first real ZsRE records when the KnowEdit data is
-found (--data-dir), else a few built-in facts. Context templates and statistics are computed (and
-timed) once before the edits, as a real run would reuse them from the cache.
+found (--data-dir), else two built-in facts. Work that a real run caches (context templates,
+second-moment statistics, IKE's embeddings of its train split) is done and timed once before the
+edits; the first edit is reported apart from the rest. Each edit is seeded as `harness run` seeds
+it and undone before the next, so every edit starts from the original model.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
-import transformers
+from tabulate import tabulate
 
-from harness.api import EditCase
-from harness.hparams import parse_assignments, resolve_hparams
+from harness.api import EditCase, Method
+from harness.hparams import overrides_for, parse_assignments, resolve_hparams
+from harness.models.handle import ModelHandle
 from harness.models.load import load_model
 from harness.plugins import get_registry
-from harness.second_moment import StatsConfig, second_moments
+from harness.second_moment import second_moments
 from harness.seeding import case_seed, seed_everything
+from harness_plugins.methods.rewriting import stats_config
 
 FALLBACK = [
     EditCase(case_id="f0", prompt="The capital of France is", target_new="Berlin", subject="France"),
@@ -34,65 +39,82 @@ FALLBACK = [
         case_id="f1", prompt="The Eiffel Tower is located in", target_new="Rome", subject="Eiffel Tower"
     ),
 ]
+METHODS = "ft-l,ft-m,rome,memit,ike,ice,lora,adalora,grace"
+TRAIN_CASES = 200
 
 
-def load_cases(data_dir: Path, n: int) -> list[EditCase]:
-    path = data_dir / "ZsRE" / "ZsRE-test-all.json"
-    if not path.exists():
-        return FALLBACK[:n]
-    records = json.loads(path.read_text())[:n]
-    return [
-        EditCase(case_id=f"zsre-{i}", prompt=r["prompt"], target_new=r["target_new"], subject=r["subject"])
-        for i, r in enumerate(records)
-    ]
+def zsre(data_dir: Path, start: int, n: int) -> list[EditCase]:
+    """Real ZsRE records from the KnowEdit folder, or the built-in facts when it is absent."""
+    from harness.tasks import resolve_task
+
+    if not (data_dir / "ZsRE").is_dir():
+        return FALLBACK[start : start + n]
+    return list(resolve_task("zsre").load(data_dir=str(data_dir)).cases[start : start + n])
+
+
+def uses_statistics(hparams: dict) -> bool:
+    """MEMIT always reads C; ROME only with its covariance adjustment."""
+    return "mom2_samples" in hparams and hparams.get("mom2_adjustment", True)
+
+
+def prepare(handle: ModelHandle, method: Method, hparams: dict, data_dir: Path, n: int) -> list[str]:
+    """The once-per-model work of a method, timed: statistics and a train split's index."""
+    notes = []
+    if uses_statistics(hparams):
+        start = time.perf_counter()
+        second_moments(handle, hparams["layers"], stats_config(hparams), progress=True)
+        notes.append(f"statistics for layers {hparams['layers']}: {time.perf_counter() - start:.1f} s")
+    if method.capabilities.needs_training:
+        train = zsre(data_dir, n, TRAIN_CASES) or FALLBACK
+        start = time.perf_counter()
+        method.fit(handle, train, hparams)
+        notes.append(f"fit on {len(train)} train cases: {time.perf_counter() - start:.1f} s")
+    return notes
+
+
+def time_edits(handle: ModelHandle, method: Method, hparams: dict, cases: list[EditCase]) -> list[float]:
+    times = []
+    for case in cases:
+        seed_everything(case_seed(0, case.case_id))
+        start = time.perf_counter()
+        method.apply(handle, [case], hparams).undo()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--methods", default="ft-l,ft-m,rome,memit,ike,ice,lora,adalora,grace")
-    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--cases", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).parents[2] / "shared/data/knowedit")
-    parser.add_argument("--set", action="append", default=[], help="hparam override for every method")
-    parser.add_argument("--fresh-cache", action="store_true", help="time statistics from an empty cache")
+    parser.add_argument("--set", action="append", default=[], help="hparam override (METHOD.KEY for one)")
+    parser.add_argument("--fresh-cache", action="store_true", help="time cached work from an empty cache")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.fresh_cache:
-        import os
-
         os.environ["HARNESS_HOME"] = tempfile.mkdtemp(prefix="edit-speed-")
-    cpu = platform.processor() or platform.machine()
-    print(f"machine: {platform.platform()}, {cpu}, {args.threads} torch threads")
-    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
-    print(f"python {platform.python_version()}, {versions}")
+    packages = ", ".join(f"{p} {version(p)}" for p in ("knowedit-harness", "torch", "transformers", "peft"))
+    cpus = f"{os.cpu_count()} CPUs, {args.threads} torch threads"
+    print(f"machine: {platform.platform()}, {platform.machine()}, {cpus}")
+    print(f"python {platform.python_version()}, {packages}")
     handle = load_model(args.model, device="cpu")
     handle.fingerprint()
-    cases = load_cases(args.data_dir, args.cases)
-    registry = get_registry()
+    cases = zsre(args.data_dir, 0, args.cases)
+    print(f"model {args.model} ({handle.adapter.family}, {handle.dtype}), {len(cases)} cases per method\n")
+    overrides = parse_assignments(args.set)
+    table = []
     for name in args.methods.split(","):
-        method = registry.load("methods", name)()
-        hparams = resolve_hparams(method, handle, parse_assignments(args.set))
-        if "mom2_samples" in hparams:
-            start = time.perf_counter()
-            config = StatsConfig(samples=hparams["mom2_samples"], tokens=hparams["mom2_tokens"])
-            second_moments(handle, hparams["layers"], config)
-            print(f"{name}: statistics for layers {hparams['layers']}: {time.perf_counter() - start:.1f} s")
-        if method.capabilities.needs_training:
-            start = time.perf_counter()
-            train = load_cases(args.data_dir, args.cases + 50)[args.cases :] or cases
-            method.fit(handle, train, hparams)
-            print(f"{name}: fit on {len(train)} train cases: {time.perf_counter() - start:.1f} s")
-        times = []
-        for case in cases:
-            seed_everything(case_seed(0, case.case_id))
-            start = time.perf_counter()
-            method.apply(handle, [case], hparams).undo()
-            times.append(time.perf_counter() - start)
-        first, rest = times[0], times[1:] or times
-        print(
-            f"{name}: {sum(rest) / len(rest):.2f} s per edit (first edit {first:.2f} s, {len(cases)} edits)"
-        )
+        method = get_registry().load("methods", name)()
+        hparams = resolve_hparams(method, handle, overrides_for(name, overrides))
+        notes = prepare(handle, method, hparams, args.data_dir, args.cases)
+        times = time_edits(handle, method, hparams, cases)
+        rest = times[1:] or times
+        table.append([name, f"{sum(rest) / len(rest):.2f}", f"{times[0]:.2f}", len(times), "; ".join(notes)])
+        print(f"{name}: {table[-1][1]} s per edit", flush=True)
+    print()
+    print(tabulate(table, headers=["method", "s per edit", "first edit s", "edits", "once per model"]))
 
 
 if __name__ == "__main__":

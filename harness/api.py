@@ -155,6 +155,12 @@ class Method:
         """Model-dependent defaults, chosen from the architecture adapter and relative depth."""
         return {}
 
+    def check_case(self, case: EditCase) -> str | None:
+        """Why this method cannot edit `case` (naming the case and the field), or None. The runner
+        asks for every case of a job before any model loads, so a case the method would fail on
+        stops the run at its start instead of hours into it."""
+        return None
+
     def fit(self, handle: ModelHandle, train_cases: Sequence[EditCase], hparams: Mapping[str, Any]) -> None:
         """Learn from a train split; called once per job for methods with `needs_training`."""
 

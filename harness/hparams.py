@@ -22,7 +22,8 @@ def schema_defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
     """`KEY=VALUE` strings from `--set`; a VALUE that parses as JSON is taken as JSON
-    (`layers=[4,5]`, `v_lr=0.5`, `mom2_adjustment=true`), anything else as a string."""
+    (`layers=[4,5]`, `v_lr=0.5`, `mom2_adjustment=true`), anything else as a string. A KEY may be
+    scoped to one method of a run as `METHOD.KEY` (`rome.v_lr=2`); see `overrides_for`."""
     overrides: dict[str, Any] = {}
     for item in assignments:
         key, sep, raw = item.partition("=")
@@ -33,6 +34,14 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             overrides[key.strip()] = raw
     return overrides
+
+
+def overrides_for(method: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides that apply to one method: every plain `KEY`, and `METHOD.KEY` for this method,
+    which wins over a plain `KEY` (so `--set lr=1e-3 --set rome.v_lr=2` serves a mixed run)."""
+    plain = {k: v for k, v in overrides.items() if "." not in k}
+    scoped = {k.rpartition(".")[2]: v for k, v in overrides.items() if k.rpartition(".")[0] == method}
+    return {**plain, **scoped}
 
 
 def load_hparams_file(path: str | Path) -> dict[str, Any]:
@@ -48,19 +57,24 @@ def load_hparams_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_names(method: Method | type[Method], names: Iterable[str], hint: str = "") -> None:
+    """Refuse hyperparameter names the method's schema does not have, naming the known ones."""
+    known = set(method.hparams_schema.get("properties", {}))
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise HarnessError(
+            f"method {method.name!r} has no hyperparameter {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(known)) or 'none'}{hint}"
+        )
+
+
 def resolve_hparams(
     method: Method, handle: ModelHandle | None, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The hyperparameters a method runs with. Unknown keys and wrong types are errors that name
     the method and the key, raised before any edit."""
+    check_names(method, overrides)
     schema = method.hparams_schema
-    known = set(schema.get("properties", {}))
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise HarnessError(
-            f"method {method.name!r} has no hyperparameter {', '.join(map(repr, unknown))}; "
-            f"known: {', '.join(sorted(known))}"
-        )
     values = schema_defaults(schema)
     if handle is not None:
         values.update(method.default_hparams(handle))

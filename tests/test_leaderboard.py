@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from shared_data import KNOWEDIT
 
 from harness.api import HarnessError
-from harness.runs.leaderboard import FORMATS, is_fraction, load_summary, merge, render
+from harness.runs.leaderboard import FORMATS, is_fraction, knowedit_table, load_summary, merge, render
 
 SUMMARY_A = {
     "results": [
@@ -80,6 +80,27 @@ def test_merged_text_table_shows_scores_x100_and_leaves_absent_metrics_empty(run
     assert ft.split()[5:] == ["10", "50.00", "0.26"]
 
 
+def test_knowedit_layout_has_a_row_per_task_and_headline_metric(run_dirs):
+    headers, body = knowedit_table(merge([load_summary(d) for d in run_dirs]))
+    # The columns name what differs between results: here the mode as well as the method.
+    assert headers == ["task", "metric", "rome / single", "ft-l / sequential (after-10)"]
+    assert body == [
+        ["zsre", "edit_succ", "98.00", ""],
+        ["", "locality", "95.00", ""],
+        ["", "general:mmlu", "25.00", ""],
+        ["", "general:mmlu:before", "30.00", ""],
+        ["", "fluency", "5.71", ""],
+        ["convsent", "edit_succ", "", "50.00"],
+        ["", "convsent_kl", "", "0.26"],
+    ]  # sub-scores (portability.reasoning) stay in the wide layout
+    same_mode = [{**r, "mode": "single"} for r in merge([load_summary(d) for d in run_dirs])]
+    assert knowedit_table(same_mode)[0] == ["task", "metric", "rome", "ft-l"]
+    text = render(merge([load_summary(d) for d in run_dirs]), "markdown", "knowedit")
+    assert text.splitlines()[2].startswith("| zsre ")
+    with pytest.raises(HarnessError, match="unknown leaderboard layout"):
+        render([], "text", "tall")
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_carries_every_row(run_dirs, fmt):
     out = render(merge([load_summary(d) for d in run_dirs]), fmt)
@@ -140,6 +161,8 @@ def test_leaderboard_command_writes_each_format(run_dirs, tmp_path):
     target = tmp_path / "board.html"
     result = CliRunner().invoke(cli, ["leaderboard", *run_dirs, "--format", "html", "-o", str(target)])
     assert result.exit_code == 0 and target.read_text().startswith("<!DOCTYPE html>")
+    result = CliRunner().invoke(cli, ["leaderboard", *run_dirs, "--layout", "knowedit"])
+    assert result.exit_code == 0 and result.output.split()[:2] == ["task", "metric"]
 
 
 def test_run_command_refuses_before_loading_and_resumes_without_redoing(tmp_path, tiny_model_dirs):

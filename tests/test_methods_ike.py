@@ -91,17 +91,21 @@ def test_an_unknown_sentence_model_is_a_clear_error(tiny_llama: ModelHandle) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 7 acceptance: failed its provisional thresholds once; to be set from measurements",
-    strict=False,
-)
 def test_ike_and_ice_on_smollm2_with_real_zsre(smollm2: ModelHandle) -> None:
-    """Train split: 200 other ZsRE test records (KnowEdit's ZsRE has no train file)."""
+    """Train split: 200 other ZsRE test records (KnowEdit's ZsRE has no train file).
+
+    Measured (2-core CPU, torch 2.13): IKE edit 0.99, generalization 0.94, locality 0.25; ICE 0.84,
+    0.77, 0.35; unedited edit success 0.25. In-context edits cost locality: every probe is read
+    after the demonstrations (the study reports 23.1 for ICE on ZsRE with Llama-2-7B-chat). A
+    context that is lost scores the unedited 0.25; retrieval that finds nothing useful does not
+    beat ICE."""
     cases = zsre_cases(20)
     ike = IKE()
     ike.fit(smollm2, zsre_cases(200, start=100), resolve_hparams(ike, smollm2, {}))
     ike_scores = mean_scores(smollm2, ike, cases, resolve_hparams(ike, smollm2, {}), mode="single")
     ice_scores = mean_scores(smollm2, ICE(), cases, {}, mode="single")
     print("ike", ike_scores, "ice", ice_scores)
-    assert ike_scores["edit_succ"] >= 0.8 and ice_scores["edit_succ"] >= 0.6
-    assert ike_scores["locality"] >= 0.3
+    assert ike_scores["edit_succ"] >= 0.9 and ike_scores["generalization"] >= 0.8
+    assert ice_scores["edit_succ"] >= 0.7 and ice_scores["generalization"] >= 0.6
+    assert ike_scores["edit_succ"] > ice_scores["edit_succ"]
+    assert ike_scores["locality"] >= 0.15 and ice_scores["locality"] >= 0.15

@@ -3,18 +3,14 @@ quality on the real SmolLM2 with real ZsRE records (slow)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
-from shared_data import KNOWEDIT
+from methods_helpers import mean_scores, zsre_cases
 
-from harness.api import EditCase, HarnessError, Probe
-from harness.evaluation.evaluator import Evaluator
-from harness.evaluation.options import EvalOptions
+from harness.api import EditCase, HarnessError
 from harness.hparams import resolve_hparams
 from harness.plugins import get_registry
-from harness.seeding import case_seed, seed_everything
+from harness.runs.catalog import Catalog
 from harness_plugins.methods.edit_math import (
     clamp_norm,
     memit_update,
@@ -123,6 +119,27 @@ def test_rome_writes_the_value_at_the_key_and_undoes_exactly(
     assert torch.equal(mlp_out_matrix(tiny_handle, layer), w0)
 
 
+def test_a_case_without_subject_is_keyed_at_the_prompts_last_token(
+    tiny_handle, tmp_path, monkeypatch
+) -> None:
+    """Sanitation's test questions have no subject: ROME's `fact_token: last`."""
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path))
+    question = EditCase(case_id="q", prompt="Question: Where is Paris?\nAnswer:", target_new="I don't know.")
+    rome = get_registry().load("methods", "rome")()
+    assert rome.check_case(question) is None
+    last = len(tiny_handle.tokenizer(question.prompt).input_ids) - 1
+    rewrite = Rewrite.of(question, "rome")
+    assert last_token_before(tiny_handle.tokenizer, question.prompt, rewrite.subject_end()) == last
+    hp = resolve_hparams(rome, tiny_handle, FAST)
+    (layer,) = hp["layers"]
+    w0 = mlp_out_matrix(tiny_handle, layer).clone()
+    edit = rome.apply(tiny_handle, [question], hp)
+    assert torch.linalg.matrix_rank((mlp_out_matrix(tiny_handle, layer) - w0).double(), rtol=1e-5) == 1
+    edit.undo()
+    misplaced = EditCase(case_id="m", prompt=question.prompt, target_new="x", subject="Rome")
+    assert "case m: field 'subject' ('Rome') does not occur in field 'prompt'" in rome.check_case(misplaced)
+
+
 def test_rome_refuses_batches(tiny_llama) -> None:
     rome = get_registry().load("methods", "rome")()
     with pytest.raises(HarnessError, match="one case at a time"):
@@ -154,66 +171,27 @@ def test_bad_overrides_fail_clearly(tiny_llama) -> None:
 
 # --- the real SmolLM2 on real ZsRE records (slow); FT-L and FT-M share the same protocol here ---
 
-#: Facts SmolLM2-135M gets right, about subjects no edited ZsRE record mentions: a ROME-style edit
-#: must leave them alone even where it moves other relations of its own subject.
-UNRELATED = tuple(
-    Probe(prompt, (answer,))
-    for prompt, answer in [
-        ("The capital of France is", "Paris"),
-        ("The capital of Japan is", "Tokyo"),
-        ("The capital of Italy is", "Rome"),
-        ("The capital of Germany is", "Berlin"),
-        ("The capital of Spain is", "Madrid"),
-        ("The Mona Lisa was painted by", "Leonardo da Vinci"),
-    ]
-)
-#: Explicit CPU overrides (docs/methods.md, "Cost on a CPU"): ROME averages over "{}" and 5 sampled
-#: 5-token contexts (MEMIT's reference count) instead of the reference's 21 templates.
-OVERRIDES = {"rome": {"context_templates": [[5, 5]]}}
+#: The hyperparameters are those of the main job (`harness run`): the knowedit-mini suite's CPU
+#: settings for ROME and MEMIT (docs/methods.md, "Cost on a CPU"), the defaults for FT-L and FT-M.
+MAIN_JOB_HPARAMS = Catalog().suite("knowedit-mini").hparams
 #: Minimum mean edit success; ft-l only has to move the answers (see the test).
 MIN_EDIT_SUCC = {"rome": 0.9, "memit": 0.8, "ft-m": 0.9}
 MIN_UNRELATED = {"rome": 0.9, "memit": 0.9}
 
 
-@pytest.fixture(scope="module")
-def zsre_cases() -> list[EditCase]:
-    from harness.tasks import resolve_task
-
-    cases = resolve_task("zsre").load(data_dir=str(KNOWEDIT)).cases[:20]
-    return [replace(c, locality={**c.locality, "unrelated": UNRELATED}) for c in cases]
-
-
-def _mean(rows: list[dict[str, float]], key: str) -> float:
-    values = [r[key] for r in rows if key in r]
-    return sum(values) / len(values)
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 6 acceptance: thresholds not yet confirmed on the 2-core CI machine (see closing note)",
-    strict=False,
-)
 @pytest.mark.parametrize("method", ["rome", "memit", "ft-m", "ft-l"])
-def test_single_edits_on_smollm2_with_real_zsre(smollm2, zsre_cases, method) -> None:
+def test_single_edits_on_smollm2_with_real_zsre(smollm2, method) -> None:
     """The runner's single-mode loop (seed, apply, evaluate, undo) with the real evaluator; undo in
-    verify mode raises unless every parameter is bit-identical to before the edit."""
+    verify mode raises unless every parameter is bit-identical to before the edit.
+
+    Same-subject locality (KnowEdit's relation_specificity) is measured and printed, not bounded:
+    ROME-style edits move other relations of the edited subject (the study: 53.7 for ROME on ZsRE
+    with Llama-2-7B-chat). Facts about other subjects must stay."""
     assert smollm2.verify
-    evaluator = Evaluator(smollm2, ["edit_succ", "locality"], options=EvalOptions(use_cache=False))
-    evaluator.prepare(zsre_cases)
-    pre = _mean(evaluator.evaluate_pre(zsre_cases), "edit_succ")
     editor = get_registry().load("methods", method)()
-    hparams = resolve_hparams(editor, smollm2, OVERRIDES.get(method, {}))
-    rows = []
-    for case in zsre_cases:
-        seed_everything(case_seed(0, case.case_id))
-        edit = editor.apply(smollm2, [case], hparams)
-        rows += evaluator.evaluate([case], {case.case_id: edit.context})
-        edit.undo()
-    succ, unrelated = _mean(rows, "edit_succ"), _mean(rows, "locality.unrelated")
-    same_subject = _mean(rows, "locality.relation_specificity")
-    print(
-        f"{method}: edit_succ {pre:.3f} -> {succ:.3f}, same-subject locality {same_subject:.3f}, "
-        f"unrelated locality {unrelated:.3f}"
-    )
-    assert succ >= MIN_EDIT_SUCC.get(method, pre + 0.1)
-    assert unrelated >= MIN_UNRELATED.get(method, 0.0)
+    hparams = resolve_hparams(editor, smollm2, MAIN_JOB_HPARAMS.get(method, {}))
+    scores = mean_scores(smollm2, editor, zsre_cases(20, unrelated=True), hparams, mode="single")
+    print(method, {key: round(value, 3) for key, value in scores.items()})
+    assert scores["edit_succ"] >= MIN_EDIT_SUCC.get(method, scores["pre:edit_succ"] + 0.1)
+    assert scores["locality.unrelated"] >= MIN_UNRELATED.get(method, 0.0)

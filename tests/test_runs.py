@@ -77,6 +77,15 @@ def without_timing(rows_: list[dict]) -> list[dict]:
         ),
         ({"methods": ("nudge",), "tasks": ("facts",), "batch_size": 3}, "--batch-size needs"),
         ({"methods": ("nope",), "tasks": ("facts",)}, "unknown method 'nope'"),
+        ({"methods": ("nudge",), "tasks": ("facts",), "overrides": {"scal": 1}}, "no hyperparameter 'scal'"),
+        (
+            {"methods": ("nudge", "recall"), "tasks": ("facts",), "overrides": {"scale": 1}},
+            r"'recall' has no hyperparameter 'scale'; known: none; to give .* --set METHOD.KEY=VALUE",
+        ),
+        (
+            {"methods": ("nudge",), "tasks": ("facts",), "overrides": {"rome.v_lr": 2}},
+            r"--set rome.v_lr: method 'rome' is not in this run",
+        ),
         ({"methods": ("nudge",), "tasks": ("nope",)}, "unknown task 'nope'"),
     ],
 )
@@ -86,6 +95,25 @@ def test_impossible_requests_are_refused_before_anything_is_written(catalog, tmp
         # An unloadable model proves that refusal happens before any model load.
         execute(RunConfig(model="/no/such/model", **fields), out, catalog=catalog, progress=False)
     assert not out.exists()
+
+
+def test_a_case_the_method_cannot_edit_stops_the_run_before_the_model_loads(catalog, tmp_path):
+    config = RunConfig(model="/no/such/model", methods=("picky",), tasks=("facts",))
+    with pytest.raises(
+        HarnessError, match=r"picky cannot edit 1 of 6 cases \(first: case f-1: field 'prompt'"
+    ):
+        execute(config, tmp_path / "run", catalog=catalog, progress=False)
+
+
+def test_skip_invalid_leaves_out_the_cases_the_method_cannot_edit(catalog, model, tmp_path):
+    warnings: list[str] = []
+    config = RunConfig(model=model, methods=("picky",), tasks=("facts",), limit=3, skip_invalid=True)
+    outcome = execute(
+        config, tmp_path / "run", device="cpu", catalog=catalog, progress=False, warn=warnings.append
+    )
+    assert [r["case_id"] for r in rows(tmp_path / "run")] == ["f-0", "f-2"]
+    assert outcome.summary["results"][0]["n_cases"] == 2
+    assert any("1 of 3 cases skipped that picky cannot edit" in w for w in warnings)
 
 
 def test_plan_expands_methods_tasks_and_cross_domain_pairs(catalog):
@@ -107,6 +135,14 @@ def test_plan_expands_methods_tasks_and_cross_domain_pairs(catalog):
         ("facts", ("facts",), "cross-domain"),
         ("facts", ("other_facts",), "cross-domain"),
     ]
+
+
+def test_set_keys_scoped_to_a_method_reach_only_its_jobs(catalog):
+    overrides = {"delay": 0, "nudge.scale": 0.2, "single-only.scale": 0.3}
+    _, jobs = plan(
+        RunConfig(model="m", methods=("nudge", "single-only"), tasks=("facts",), overrides=overrides), catalog
+    )
+    assert [dict(j.overrides) for j in jobs] == [{"delay": 0, "scale": 0.2}, {"delay": 0, "scale": 0.3}]
 
 
 def test_no_arguments_means_the_mini_suite_on_smollm2():

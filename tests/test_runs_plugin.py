@@ -101,6 +101,15 @@ class Single(Nudge):
     capabilities = Capabilities(batch=False, sequential=False)
 
 
+class Picky(Nudge):
+    """The same edit, refusing (before any model loads) the cases whose prompt names Germany."""
+
+    name = "picky"
+
+    def check_case(self, case):
+        return f"case {case.case_id}: field 'prompt' names Germany" if "Germany" in case.prompt else None
+
+
 class Recall(Method):
     """An in-context learner: fit remembers the train split, apply states the new fact."""
 
@@ -124,7 +133,7 @@ class Plugin:
 
     @hookimpl
     def harness_register_methods(self, register):
-        for method in (Nudge, Single, Recall):
+        for method in (Nudge, Single, Picky, Recall):
             register(method.name, method)
 
 

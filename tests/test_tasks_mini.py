@@ -45,6 +45,19 @@ def test_registered_like_its_full_size_task(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", MINI)
+def test_every_method_of_the_suite_can_edit_every_case(name: str) -> None:
+    """What the runner asks before a model loads (`Method.check_case`), asked of the bundled sample
+    itself: a record a suite method would refuse must not ship."""
+    from harness.runs.catalog import Catalog
+
+    catalog = Catalog()
+    cases = resolve_task(name).load().cases
+    for method in catalog.suite("knowedit-mini").methods:
+        checker = catalog.method(method)
+        assert [checker.check_case(c) for c in cases] == [None] * len(cases), method
+
+
+@pytest.mark.parametrize("name", MINI)
 def test_loads_from_package_data_offline(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -73,10 +73,20 @@ def _counts(text: str | None) -> tuple[int, ...]:
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder with the tasks' data files.")
 @click.option("--train-task", multiple=True, help="Cross-domain: task(s) whose train split the method fits.")
 @click.option("--split", default="test", show_default=True, help="The split edited and scored.")
-@click.option("--skip-invalid", is_flag=True, help="Skip invalid records (reported) instead of failing.")
+@click.option(
+    "--skip-invalid",
+    is_flag=True,
+    help="Skip invalid records and cases a method cannot edit (reported) instead of failing.",
+)
 @click.option("--alias-policy", type=click.Choice(["first", "best"]), default="first", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Hyperparameter override.")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Hyperparameter override; METHOD.KEY=VALUE gives it to one method of the run.",
+)
 @click.option("--hparams", type=click.Path(dir_okay=False), help="JSON file of hyperparameter overrides.")
 @click.option("--general", multiple=True, help="lm-eval task(s) for the general-capability check.")
 @click.option("--general-include", type=click.Path(file_okay=False), help="Folder of lm-eval task YAMLs.")
@@ -146,5 +156,8 @@ def command(ctx: click.Context, **opts) -> None:
     outcome = execute(
         config, out, resume=opts["resume"], device=opts["device"], progress=not opts["no_progress"]
     )
-    click.echo(render(merge([outcome.summary]), "text"))
-    click.echo(f"\n{len(outcome.jobs)} jobs in {time.perf_counter() - started:.1f} s; results in {out}/")
+    click.echo(render(merge([outcome.summary]), "text", "knowedit"))
+    click.echo(
+        f"\n{len(outcome.jobs)} jobs in {time.perf_counter() - started:.1f} s; results in {out}/ "
+        f"(every sub-score: harness leaderboard {out} --layout wide)"
+    )

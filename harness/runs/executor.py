@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from harness.api import AppliedEdit, EditCase
+from harness.api import AppliedEdit, EditCase, HarnessError, Method
 from harness.runs import modes
 from harness.runs.catalog import Catalog
 from harness.runs.general import GeneralCheck
@@ -87,14 +87,31 @@ class Executor:
         return self._loaded[(task, split)]
 
     def job_cases(self, job: Job) -> JobCases:
+        method = self.catalog.method(job.method)
         per_task = []
         by_task = {}
         for task in job.tasks:
-            cases = list(self.load_split(task, self.config.split)[: self.config.limit])
+            cases = self.editable(job, method, self.load_split(task, self.config.split)[: self.config.limit])
             by_task[task] = cases
             per_task.append([Tagged(task, c) for c in cases])
         ordered = modes.interleave(per_task, self.config.seed) if len(job.tasks) > 1 else per_task[0]
         return JobCases(ordered, by_task)
+
+    def editable(self, job: Job, method: Method, cases: Sequence[EditCase]) -> list[EditCase]:
+        """The cases the job's method can edit (`Method.check_case`), asked before any model loads:
+        a case it cannot edit stops the run now, or with --skip-invalid is left out with a warning."""
+        problems = {c.case_id: problem for c in cases if (problem := method.check_case(c))}
+        if not problems:
+            return list(cases)
+        first = next(iter(problems.values()))
+        count = f"{len(problems)} of {len(cases)} cases"
+        if not self.config.skip_invalid:
+            raise HarnessError(
+                f"{job.key}: {job.method} cannot edit {count} (first: {first}); fix the data, leave "
+                f"this method or task out, or pass --skip-invalid to skip such cases"
+            )
+        self.warn(f"{job.key}: {count} skipped that {job.method} cannot edit (first: {first})")
+        return [c for c in cases if c.case_id not in problems]
 
     def job_steps(self, job: Job, cases: JobCases) -> list[Step]:
         return modes.steps(cases.ordered, job.batch_size, sequential=not job.undoes, eval_at=job.eval_at)

@@ -1,4 +1,9 @@
-"""Leaderboards: the results of one or more runs merged into one table, in five formats.
+"""Leaderboards: the results of one or more runs merged into one table, in five formats and two
+layouts.
+
+Layouts: `wide` is one row per result with a column per metric (every sub-score included), for
+sorting and for machines; `knowedit` is the shape of the KnowEdit paper's table, one row per task
+and headline metric with a column per method, which fits a terminal and a paper.
 
 Scores are shown x100 as in the KnowEdit tables; quantities that are not fractions (fluency in
 bits, perplexity, ConvSent's KL locality) are shown as they are. The JSON format keeps the raw
@@ -18,6 +23,7 @@ from harness.api import HarnessError
 from harness.schemas import format_issues, read_json, validate_document
 
 FORMATS = ("text", "markdown", "latex", "html", "json")
+LAYOUTS = ("wide", "knowedit")
 #: Columns first in this order (the KnowEdit table's), then every other metric alphabetically.
 LEADING_METRICS = ("edit_succ", "generalization", "portability", "locality", "fluency")
 KEY_COLUMNS = ("model", "method", "task", "mode", "n")
@@ -97,12 +103,45 @@ def table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]
     return [*KEY_COLUMNS, *metrics], body
 
 
-def render(rows: Sequence[Mapping[str, Any]], fmt: str) -> str:
+def _column_labels(keys: Sequence[tuple[str, str, str]]) -> list[str]:
+    """A label per (model, method, mode) column, naming only the parts that differ between columns."""
+    shown = sorted({i for i in range(3) if len({k[i] for k in keys}) > 1} | {1})  # always the method
+    return [" / ".join(k[i] for i in shown) for k in keys]
+
+
+def knowedit_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells in the KnowEdit paper's shape: a row per task and headline metric (sub-scores
+    such as `locality.forgetfulness` stay in the wide layout), fluency last as in the paper, a column
+    per model, method and mode; the task is named on its first row only."""
+
+    def column(row: Mapping[str, Any]) -> tuple[str, str, str]:
+        return (row["model"], row["method"], row["mode"])
+
+    keys = list(dict.fromkeys(column(r) for r in rows))
+    values: dict[tuple[str, str], dict[tuple[str, str, str], float]] = {}
+    for row in rows:
+        for metric, value in row["metrics"].items():
+            if "." not in metric:
+                values.setdefault((row["task"], metric), {})[column(row)] = value
+    body = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        present = {m for (t, m) in values if t == task}
+        scores = [m for m in LEADING_METRICS if m in present and m != "fluency"]
+        ordered = [*scores, *sorted(present - set(LEADING_METRICS)), *({"fluency"} & present)]
+        for i, metric in enumerate(ordered):
+            cells = [_cell(metric, values[(task, metric)].get(k)) for k in keys]
+            body.append([task if i == 0 else "", metric, *cells])
+    return ["task", "metric", *_column_labels(keys)], body
+
+
+def render(rows: Sequence[Mapping[str, Any]], fmt: str, layout: str = "wide") -> str:
     if fmt not in FORMATS:
         raise HarnessError(f"unknown leaderboard format {fmt!r}; known: {', '.join(FORMATS)}")
+    if layout not in LAYOUTS:
+        raise HarnessError(f"unknown leaderboard layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if fmt == "json":
         return json.dumps(list(rows), indent=2, sort_keys=True)
-    headers, body = table(rows)
+    headers, body = knowedit_table(rows) if layout == "knowedit" else table(rows)
     if fmt == "html":
         return _html(headers, body)
     from tabulate import tabulate

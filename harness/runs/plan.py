@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.api import HarnessError
+from harness.hparams import check_names, overrides_for
 from harness.runs.catalog import Catalog
 from harness.runs.suites import Suite
 
@@ -175,6 +176,21 @@ def _check_method(catalog: Catalog, method: str, config: RunConfig) -> None:
         )
 
 
+def _check_overrides(catalog: Catalog, config: RunConfig, suite_hparams: Mapping[str, Mapping]) -> None:
+    """Hyperparameter names are checked against each method's schema now, not when its job starts:
+    a typo in `--set` or in a suite must not surface hours into a run."""
+    for key in config.overrides:
+        scope = key.rpartition(".")[0]
+        if scope and scope not in config.methods:
+            raise PlanError(
+                f"--set {key}: method {scope!r} is not in this run (methods: {', '.join(config.methods)})"
+            )
+    for method in config.methods:
+        hint = "; to give a hyperparameter to one method only, write --set METHOD.KEY=VALUE"
+        names = {**suite_hparams.get(method, {}), **overrides_for(method, config.overrides)}
+        check_names(catalog.method_class(method), names, hint if len(config.methods) > 1 else "")
+
+
 def _check_train_task(catalog: Catalog, task: str) -> None:
     splits = catalog.task_splits(task)
     if "train" not in splits:
@@ -195,9 +211,10 @@ def build_plan(config: RunConfig, catalog: Catalog, suite: Suite | None = None) 
         _check_train_task(catalog, task)
     excluded = suite.excluded if suite is not None else {}
     suite_hparams = suite.hparams if suite is not None else {}
+    _check_overrides(catalog, config, suite_hparams)
 
     def job(method: str, tasks: Sequence[str], train_task: str | None = None) -> Job:
-        overrides = {**suite_hparams.get(method, {}), **config.overrides}
+        overrides = {**suite_hparams.get(method, {}), **overrides_for(method, config.overrides)}
         return Job(
             model=config.model,
             method=method,

@@ -22,6 +22,7 @@ from harness_plugins.methods.rewriting import (
     Rewrite,
     optimize_value,
     stats_config,
+    subject_problem,
     subject_reads,
 )
 from harness_plugins.methods.templates import context_templates
@@ -60,6 +61,9 @@ class MEMIT(Method):
         layers = list(range(handle.adapter.layer_at(first), handle.adapter.layer_at(last) + 1))
         weight = round(MOM2_WEIGHT_PER_DIM * handle.adapter.intermediate_size)
         return {"layers": layers, "mom2_update_weight": weight}
+
+    def check_case(self, case: EditCase) -> str | None:
+        return subject_problem(case, self.name)
 
     def apply(
         self, handle: ModelHandle, cases: Sequence[EditCase], hparams: Mapping[str, Any]

@@ -56,9 +56,23 @@ def stats_config(hparams: Mapping[str, Any]) -> StatsConfig:
     )
 
 
+def subject_problem(case: EditCase, method: str) -> str | None:
+    """Why `method` cannot key an edit on this case's subject, or None.
+
+    A case without a subject (Sanitation's test questions) is keyed at the prompt's last token,
+    ROME's `fact_token: last`; a subject that the prompt does not contain is a data error."""
+    if case.subject and case.subject not in case.prompt:
+        return (
+            f"{method}: case {case.case_id}: field 'subject' ({case.subject!r}) does not occur in "
+            f"field 'prompt' ({case.prompt!r})"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Rewrite:
-    """One requested edit as ROME and MEMIT see it: a prompt holding a subject, and a target."""
+    """One requested edit as ROME and MEMIT see it: a prompt, the subject in it ("" for none), and
+    a target."""
 
     prompt: str
     subject: str
@@ -66,17 +80,16 @@ class Rewrite:
 
     @classmethod
     def of(cls, case: EditCase, method: str) -> Rewrite:
-        if not case.subject:
-            raise HarnessError(f"{method}: case {case.case_id}: field 'subject' is empty; {method} needs it")
-        if case.subject not in case.prompt:
-            raise HarnessError(
-                f"{method}: case {case.case_id}: field 'subject' ({case.subject!r}) does not occur in "
-                f"field 'prompt' ({case.prompt!r})"
-            )
+        problem = subject_problem(case, method)
+        if problem:
+            raise HarnessError(problem)
         return cls(case.prompt, case.subject, case.target_new)
 
     def subject_end(self, template: str = SLOT) -> int:
-        """Character index just past the subject in `fill(template, prompt)`."""
+        """Character index in `fill(template, prompt)` just past the subject, or past the prompt
+        when there is no subject: the edit is keyed at the last token before it."""
+        if not self.subject:
+            return template.index(SLOT) + len(self.prompt)
         return template.index(SLOT) + self.prompt.index(self.subject) + len(self.subject)
 
 
@@ -181,7 +194,7 @@ def optimize_value(
 
     with Adam, keeping ‖δ‖ ≤ clamp_norm_factor · ‖v₀‖ (v₀: the original MLP output there), and
     stopping once the NLL is below NLL_STOP. The KL term keeps what the model says about the subject
-    in general, so that only the asked relation moves.
+    in general, so that only the asked relation moves; a case without a subject has none.
 
     Each step is one forward and backward pass over every templated prompt, so its cost is what an
     edit costs. Batches are left-padded so that the loss needs the logits of the last few positions
@@ -199,7 +212,7 @@ def optimize_value(
         ],
     )
     batch = batch.to(handle.device)
-    kl_factor = hparams["kl_factor"]
+    kl_factor = hparams["kl_factor"] if rewrite.subject else 0.0  # no subject: nothing to keep
     kl_rw = Rewrite(f"{rewrite.subject} is a", rewrite.subject, rewrite.target)
     kl_inputs = encode_prompts(tokenizer, [kl_rw.prompt]).to(handle.device).model_inputs()
     kl_position = [last_token_before(tokenizer, kl_rw.prompt, kl_rw.subject_end())]

@@ -22,6 +22,7 @@ from harness_plugins.methods.rewriting import (
     Rewrite,
     optimize_value,
     stats_config,
+    subject_problem,
     subject_reads,
 )
 from harness_plugins.methods.templates import context_templates
@@ -54,6 +55,9 @@ class ROME(Method):
     def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
         depth = DEPTH.get(handle.adapter.family, DEFAULT_DEPTH)
         return {"layers": [handle.adapter.layer_at(depth)]}
+
+    def check_case(self, case: EditCase) -> str | None:
+        return subject_problem(case, self.name)
 
     def apply(
         self, handle: ModelHandle, cases: Sequence[EditCase], hparams: Mapping[str, Any]

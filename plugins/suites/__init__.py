@@ -9,7 +9,7 @@ from harness import hookimpl
 
 SUITES = {
     "knowedit": "the six KnowEdit datasets x the study's methods (data from the hub or --data-dir)",
-    "knowedit-mini": "the knowedit suite on the bundled sample: runs offline in minutes",
+    "knowedit-mini": "the knowedit suite on the bundled sample: offline, on a CPU",
 }
 
 
