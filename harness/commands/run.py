@@ -102,7 +102,7 @@ def _counts(text: str | None) -> tuple[int, ...]:
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory; default runs/<timestamp>.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (its manifest gives the config).")
 @click.option("--dry-run", is_flag=True, help="Print the jobs and exit (nothing is loaded).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True, help="No progress bars, transformers' weight loading included.")
 @click.pass_context
 def command(ctx: click.Context, **opts) -> None:
     """Edit and evaluate: every method on every task, in one mode, on one model.
@@ -152,6 +152,10 @@ def command(ctx: click.Context, **opts) -> None:
         click.echo(f"{len(jobs)} jobs on {effective.model}:\n{describe_plan(jobs)}")
         return
     out = opts["out"] or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if opts["no_progress"]:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its weight-loading bar, for logs and pipes
     started = time.perf_counter()
     outcome = execute(
         config, out, resume=opts["resume"], device=opts["device"], progress=not opts["no_progress"]
