@@ -36,12 +36,19 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, Any]:
     return overrides
 
 
+def scope_of(key: str) -> tuple[str, str]:
+    """`(METHOD, KEY)` of an override key: `("rome", "v_lr")` for `rome.v_lr`, `("", "lr")` for `lr`."""
+    method, _, name = key.rpartition(".")
+    return method, name
+
+
 def overrides_for(method: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The overrides that apply to one method: every plain `KEY`, and `METHOD.KEY` for this method,
     which wins over a plain `KEY` (so `--set lr=1e-3 --set rome.v_lr=2` serves a mixed run)."""
-    plain = {k: v for k, v in overrides.items() if "." not in k}
-    scoped = {k.rpartition(".")[2]: v for k, v in overrides.items() if k.rpartition(".")[0] == method}
-    return {**plain, **scoped}
+    scoped = [(scope_of(key), value) for key, value in overrides.items()]
+    plain = {name: value for (scope, name), value in scoped if not scope}
+    own = {name: value for (scope, name), value in scoped if scope == method}
+    return {**plain, **own}
 
 
 def load_hparams_file(path: str | Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.api import HarnessError
-from harness.hparams import check_names, overrides_for
+from harness.hparams import check_names, overrides_for, scope_of
 from harness.runs.catalog import Catalog
 from harness.runs.suites import Suite
 
@@ -180,7 +180,7 @@ def _check_overrides(catalog: Catalog, config: RunConfig, suite_hparams: Mapping
     """Hyperparameter names are checked against each method's schema now, not when its job starts:
     a typo in `--set` or in a suite must not surface hours into a run."""
     for key in config.overrides:
-        scope = key.rpartition(".")[0]
+        scope, _ = scope_of(key)
         if scope and scope not in config.methods:
             raise PlanError(
                 f"--set {key}: method {scope!r} is not in this run (methods: {', '.join(config.methods)})"
