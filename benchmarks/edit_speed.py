@@ -29,9 +29,8 @@ from harness.hparams import overrides_for, parse_assignments, resolve_hparams
 from harness.models.handle import ModelHandle
 from harness.models.load import load_model
 from harness.plugins import get_registry
-from harness.second_moment import second_moments
 from harness.seeding import case_seed, seed_everything
-from harness_plugins.methods.rewriting import stats_config
+from harness_plugins.rome_family.second_moment import second_moments, stats_config
 
 FALLBACK = [
     EditCase(case_id="f0", prompt="The capital of France is", target_new="Berlin", subject="France"),
@@ -45,7 +44,7 @@ TRAIN_CASES = 200
 
 def zsre(data_dir: Path, start: int, n: int) -> list[EditCase]:
     """Real ZsRE records from the KnowEdit folder, or the built-in facts when it is absent."""
-    from harness.tasks import resolve_task
+    from harness.testing import resolve_task
 
     if not (data_dir / "ZsRE").is_dir():
         return FALLBACK[start : start + n]
@@ -99,7 +98,7 @@ def main() -> None:
     cpus = f"{os.cpu_count()} CPUs, {args.threads} torch threads"
     print(f"machine: {platform.platform()}, {platform.machine()}, {cpus}")
     print(f"python {platform.python_version()}, {packages}")
-    handle = load_model(args.model, device="cpu")
+    handle = load_model(args.model, device="cpu", alias=get_registry().models.locate(args.model))
     handle.fingerprint()
     cases = zsre(args.data_dir, 0, args.cases)
     print(f"model {args.model} ({handle.adapter.family}, {handle.dtype}), {len(cases)} cases per method\n")

@@ -18,11 +18,11 @@ import torch
 import transformers
 
 from harness.evaluation.batching import length_batches
-from harness.evaluation.evaluator import Evaluator
 from harness.evaluation.options import EvalOptions
 from harness.models.load import load_model
 from harness.models.tokenization import encode_answers, encode_prompts
-from harness.tasks import resolve_task
+from harness.plugins import get_registry
+from harness.testing import Evaluator, resolve_task
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "knowedit"
 PROBE_METRICS = ["edit_succ", "generalization", "portability", "locality"]
@@ -87,10 +87,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
     args = parser.parse_args()
 
-    handle = load_model("smollm2-135m", device=args.device)
+    handle = load_model(
+        "smollm2-135m", device=args.device, alias=get_registry().models.locate("smollm2-135m")
+    )
     handle.fingerprint()
     cases = resolve_task("zsre").load(data_dir=str(args.data)).cases[: args.n]
-    options = EvalOptions(fluency_max_new_tokens=args.fluency_tokens)
+    options = EvalOptions(metric_options={"fluency_max_new_tokens": args.fluency_tokens})
     print(
         f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "

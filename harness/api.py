@@ -1,239 +1,121 @@
-"""The surface plugin authors code against: edit cases, and the Method, Task and Metric base types.
+"""The one module a plugin imports at run time: everything a method, task or metric needs.
 
-Everything here is plain data or a small base class, importable without torch, so that
-`harness list` and `harness --help` stay fast. Heavy work (models, tensors) is reached only through
-the objects the harness hands to a plugin at run time.
+Plugins, built-in or third-party, reach the harness only through these names (and
+`harness.testing` in their tests), so the core can be reorganised without breaking a published
+plugin. The surface is versioned by `API_VERSION` (semantic versioning: a name removed or an
+incompatible change bumps the major number, a name added the minor one); CHANGELOG.md records
+every change. docs/plugins.md documents every name.
+
+Plain data types and base classes are imported at once and never import torch, so that
+`harness list` and `harness --help` stay fast; names that need torch (model handles, tokenization,
+forward-hook capture) are imported on first use (PEP 562 module `__getattr__`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+import importlib
+from typing import Any
 
-if TYPE_CHECKING:
-    from harness.evaluation.requests import Outcomes, Request
-    from harness.models.handle import ModelHandle
+from harness import hookimpl
+from harness.ground import (
+    LOCALITY_GROUPS,
+    PORTABILITY_GROUPS,
+    AppliedEdit,
+    Capabilities,
+    DatasetSpec,
+    EditCase,
+    HarnessError,
+    LoadedCases,
+    Method,
+    Metric,
+    MetricInfo,
+    Probe,
+    RecordIssue,
+    Task,
+)
+
+#: The version of this surface (semantic versioning), independent of the package's version.
+API_VERSION = "1.0.0"
+
+#: Names imported on first use: name -> the module that defines it.
+_LAZY: dict[str, str] = {
+    # models
+    "ModelHandle": "harness.models.handle",
+    "Snapshot": "harness.models.handle",
+    "SnapshotEdit": "harness.models.handle",
+    "RestoreError": "harness.models.handle",
+    "tensor_digest": "harness.models.handle",
+    "ArchitectureAdapter": "harness.models.adapters",
+    "package_file": "harness.models.sources",
+    "package_file_available": "harness.models.sources",
+    "load_model": "harness.models.load",
+    "capture_modules": "harness.models.capture",
+    # prompts and answers
+    "AnswerBatch": "harness.models.tokenization",
+    "PromptBatch": "harness.models.tokenization",
+    "encode_answers": "harness.models.tokenization",
+    "encode_prompts": "harness.models.tokenization",
+    "join_prompt_answer": "harness.models.tokenization",
+    # what metrics ask and get back
+    "Request": "harness.evaluation.requests",
+    "Outcomes": "harness.evaluation.requests",
+    "TokenScores": "harness.evaluation.requests",
+    "Generation": "harness.evaluation.requests",
+    "PRE": "harness.evaluation.requests",
+    "POST": "harness.evaluation.requests",
+    "BOTH": "harness.evaluation.requests",
+    "EvalOptions": "harness.evaluation.options",
+    # caches and seeds
+    "content_key": "harness.cache",
+    "ArtifactCache": "harness.cache",
+    "Codec": "harness.cache",
+    "JSON_CODEC": "harness.cache",
+    "TORCH_CODEC": "harness.cache",
+    "seed_everything": "harness.seeding",
+    "case_seed": "harness.seeding",
+    # data files and records
+    "DataFile": "harness.tasks",
+    "find_data_file": "harness.tasks",
+    "locate_data_file": "harness.tasks",
+    "not_found_message": "harness.tasks",
+    "DataFileError": "harness.schemas",
+    "read_json": "harness.schemas",
+    "read_json_records": "harness.schemas",
+    "validate_records": "harness.schemas",
+    "validate_document": "harness.schemas",
+    "check_records_file": "harness.schemas",
+    "format_issues": "harness.schemas",
+}
 
 __all__ = [
+    "API_VERSION",
     "LOCALITY_GROUPS",
     "PORTABILITY_GROUPS",
     "AppliedEdit",
     "Capabilities",
+    "DatasetSpec",
     "EditCase",
     "HarnessError",
     "LoadedCases",
     "Method",
     "Metric",
+    "MetricInfo",
     "Probe",
     "RecordIssue",
     "Task",
+    "hookimpl",
+    *_LAZY,
 ]
 
-#: Canonical portability groups (the KnowEdit names in snake_case).
-PORTABILITY_GROUPS = ("subject_aliasing", "reasoning", "logical_generalization")
-#: Canonical locality groups.
-LOCALITY_GROUPS = ("relation_specificity", "forgetfulness")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
 
-class HarnessError(Exception):
-    """An error with a message meant for the user: the CLI prints it without a traceback."""
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A question put to the model, with every answer that counts as right.
-
-    `answers` keeps the order of the source data: the first answer is the one the reference
-    toolkit scores ("first alias"); the rest are aliases a "best alias" policy may use.
-    """
-
-    prompt: str
-    answers: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "answers": list(self.answers)}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Probe:
-        return cls(prompt=data["prompt"], answers=tuple(data["answers"]))
-
-
-@dataclass(frozen=True)
-class EditCase:
-    """One requested edit and the probes that judge it, in a form that no longer depends on the
-    dataset it came from.
-
-    `portability` and `locality` map a group name (see PORTABILITY_GROUPS / LOCALITY_GROUPS; a task
-    may add its own) to its probes. `extras` holds what only one task's metrics understand (for
-    example ConvSent's sentiment sentences); it must stay JSON-serializable.
-    """
-
-    case_id: str
-    prompt: str
-    target_new: str
-    subject: str = ""
-    ground_truth: tuple[str, ...] = ()
-    rephrases: tuple[str, ...] = ()
-    portability: Mapping[str, tuple[Probe, ...]] = field(default_factory=dict)
-    locality: Mapping[str, tuple[Probe, ...]] = field(default_factory=dict)
-    extras: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "case_id": self.case_id,
-            "prompt": self.prompt,
-            "target_new": self.target_new,
-            "subject": self.subject,
-            "ground_truth": list(self.ground_truth),
-            "rephrases": list(self.rephrases),
-            "portability": {g: [p.to_json() for p in ps] for g, ps in self.portability.items()},
-            "locality": {g: [p.to_json() for p in ps] for g, ps in self.locality.items()},
-            "extras": dict(self.extras),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> EditCase:
-        def groups(raw: Mapping[str, Any]) -> dict[str, tuple[Probe, ...]]:
-            return {g: tuple(Probe.from_json(p) for p in ps) for g, ps in raw.items()}
-
-        return cls(
-            case_id=data["case_id"],
-            prompt=data["prompt"],
-            target_new=data["target_new"],
-            subject=data.get("subject", ""),
-            ground_truth=tuple(data.get("ground_truth", ())),
-            rephrases=tuple(data.get("rephrases", ())),
-            portability=groups(data.get("portability", {})),
-            locality=groups(data.get("locality", {})),
-            extras=dict(data.get("extras", {})),
-        )
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a method can do; the planner refuses impossible runs with these before loading a model.
-
-    batch: one `apply` call may take several cases.
-    sequential: edits may be stacked without undoing the earlier ones.
-    needs_training: `fit` must see a train split before editing (cross-domain runs).
-    edits_weights: the method changes parameters in place (undo restores them bit-exactly).
-    """
-
-    batch: bool = False
-    sequential: bool = True
-    needs_training: bool = False
-    edits_weights: bool = True
-
-
-class AppliedEdit:
-    """What one `Method.apply` call changed, and how to take it back.
-
-    `context` is text put before every probe prompt while the edit is active: in-context methods
-    (IKE, ICE) edit through it, weight editors leave it empty.
-    """
-
-    context: str = ""
-
-    def undo(self) -> None:
-        """Return the model to the state it had before `apply`. Must be exact."""
-
-
-class Method:
-    """Base class of an editing method plugin.
-
-    Subclasses set `name`, `capabilities` and `hparams_schema` (a JSON Schema whose `default`
-    values are the family-independent defaults) and implement `apply`. Values that depend on the
-    model (layers, learning rates scaled to depth) come from `default_hparams`.
-    """
-
-    name: ClassVar[str]
-    capabilities: ClassVar[Capabilities] = Capabilities()
-    hparams_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
-
-    def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
-        """Model-dependent defaults, chosen from the architecture adapter and relative depth."""
-        return {}
-
-    def check_case(self, case: EditCase) -> str | None:
-        """Why this method cannot edit `case` (naming the case and the field), or None. The runner
-        asks for every case of a job before any model loads, so a case the method would fail on
-        stops the run at its start instead of hours into it."""
-        return None
-
-    def fit(self, handle: ModelHandle, train_cases: Sequence[EditCase], hparams: Mapping[str, Any]) -> None:
-        """Learn from a train split; called once per job for methods with `needs_training`."""
-
-    def apply(
-        self, handle: ModelHandle, cases: Sequence[EditCase], hparams: Mapping[str, Any]
-    ) -> AppliedEdit:
-        """Edit the model so that each case's `prompt` leads to its `target_new`."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class RecordIssue:
-    """One problem found in an input record: where it is and what is wrong."""
-
-    file: str
-    index: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.index is None else f"{self.file}: record {self.index}"
-        at = f" at {self.path}" if self.path else ""
-        return f"{where}{at}: {self.message}"
-
-
-@dataclass(frozen=True)
-class LoadedCases:
-    """Edit cases of one task split, with where they came from and what was skipped."""
-
-    cases: tuple[EditCase, ...]
-    source: str
-    skipped: tuple[RecordIssue, ...] = ()
-
-
-class Task:
-    """Base class of a task plugin: a dataset in one record format, turned into edit cases.
-
-    `record_format` names the JSON Schema (in schemas/) its records validate against;
-    `metrics` are the metric names its cases are scored with by default.
-    """
-
-    name: ClassVar[str]
-    record_format: ClassVar[str]
-    metrics: ClassVar[tuple[str, ...]] = ()
-    splits: ClassVar[tuple[str, ...]] = ("test",)
-
-    def load(
-        self, *, split: str = "test", data_dir: str | None = None, skip_invalid: bool = False
-    ) -> LoadedCases:
-        """Read, validate and normalize the records of `split` into edit cases."""
-        raise NotImplementedError
-
-    def check_file(self, path: str) -> list[RecordIssue]:
-        """Every problem of one data file in this task's format (`harness validate --task`)."""
-        from harness.schemas import check_records_file
-
-        return check_records_file(path, self.record_format)
-
-
-class Metric:
-    """Base class of a metric plugin.
-
-    A metric never runs the model itself: it states the `requests` it needs for a case (answer
-    scoring, generation, ...), the evaluator runs all requests of all metrics in shared batches,
-    and `score` turns the outcomes into numbers. Keys of the returned dict are the metric's name,
-    or `name.group` for a sub-score (e.g. `portability.reasoning`); a metric that does not apply
-    to a case returns no key for it (never 0).
-    """
-
-    name: ClassVar[str]
-
-    def requests(self, case: EditCase) -> Sequence[Request]:
-        raise NotImplementedError
-
-    def score(self, case: EditCase, outcomes: Outcomes) -> dict[str, float]:
-        raise NotImplementedError
+def __dir__() -> list[str]:
+    return sorted(__all__)

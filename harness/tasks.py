@@ -1,4 +1,4 @@
-"""Turning a task name or a dataset spec into a Task, and finding the data files a task reads.
+"""Reading dataset spec files, and finding the data files a task reads.
 
 Data is looked for where the user said (`--data-dir`), then where their environment says
 (`$HARNESS_DATA_DIR`), then on the Hugging Face hub for users who are online. Each step is cheap to
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.api import HarnessError, Task
+from harness.ground import DatasetSpec, HarnessError
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 _OFFLINE_ENVS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -99,65 +99,27 @@ def is_spec_path(name_or_path: str | os.PathLike[str]) -> bool:
     return text.lower().endswith(_SPEC_SUFFIXES) or os.sep in text or Path(text).is_file()
 
 
-def resolve_task(name_or_spec_path: str | os.PathLike[str]) -> Task:
-    """A ready Task: a registered task by name, or a user's dataset described by a JSON spec."""
-    if is_spec_path(name_or_spec_path):
-        return load_spec_task(name_or_spec_path)
-    from harness.plugins import get_registry
+def read_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
+    """A dataset spec file, validated against its schema, with its files made absolute.
 
-    target = get_registry().load("tasks", os.fspath(name_or_spec_path))
-    task = target() if isinstance(target, type) else target
-    if not isinstance(task, Task):
-        raise HarnessError(f"task {name_or_spec_path!r} is registered as {target!r}, which is not a Task")
-    return task
-
-
-#: The record format a field mapping produces (a KnowEdit fact record; ground_truth optional).
-MAPPED_FORMAT = "wiki_recent"
-
-
-def _task_class_for_format(record_format: str, spec_file: str) -> type:
-    from harness.plugins import get_registry
-
-    registry = get_registry()
-    readers = [
-        component
-        for component in registry.components["tasks"].values()
-        if component.info.get("record_format") == record_format
-    ]
-    if readers:
-        # The task named after its format is that format's canonical reader (`zsre` reads the
-        # `zsre` format; `mini_zsre` and third-party tasks reuse it).
-        return min(readers, key=lambda c: (c.name != record_format, c.name)).load()
-    known = sorted(
-        {
-            str(c.info.get("record_format"))
-            for c in registry.components["tasks"].values()
-            if c.info.get("record_format")
-        }
-    )
-    raise HarnessError(
-        f"{spec_file}: at $.record_format: no installed task reads the format {record_format!r}; "
-        f"known formats: {', '.join(known)}"
-    )
-
-
-def load_spec_task(path: str | os.PathLike[str]) -> Task:
-    """The Task a dataset spec describes: its files, read as a known record format.
-
-    Files are relative to the spec's folder. A spec names a `record_format` (read by the task
-    registered for that format) or a `fields` mapping (records rewritten into the KnowEdit fact
-    format first), never both; the schema enforces it.
+    Which task reads it is the registry's business (`Registry.tasks.from_spec`): this module knows
+    no task. Raises HarnessError naming the file and the JSON path of every problem.
     """
     from harness.schemas import format_issues, read_json, validate_document
 
     file = os.fspath(path)
-    spec = read_json(file)
-    issues = validate_document(spec, "dataset-spec", file)
+    data = read_json(file)
+    issues = validate_document(data, "dataset-spec", file)
     if issues:
         raise HarnessError(f"invalid dataset spec:\n{format_issues(issues)}")
     folder = Path(file).resolve().parent
-    paths = {split: folder / relative for split, relative in spec["files"].items()}
-    record_format = spec.get("record_format", MAPPED_FORMAT)
-    cls = _task_class_for_format(record_format, file)
-    return cls(paths=paths, name=spec["name"], metrics=spec.get("metrics"), field_map=spec.get("fields"))
+    metrics = data.get("metrics")
+    return DatasetSpec(
+        name=data["name"],
+        files={split: folder / relative for split, relative in data["files"].items()},
+        record_format=data.get("record_format"),
+        fields=data.get("fields"),
+        metrics=tuple(metrics) if metrics is not None else None,
+        description=data.get("description", ""),
+        source=file,
+    )

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness.api import HarnessError, RecordIssue
+from harness.ground import HarnessError, RecordIssue, Task
 
 __all__ = [
     "DataFileError",
@@ -301,6 +301,13 @@ def check_records_file(path: str | os.PathLike[str], record_format: SchemaRef) -
     except DataFileError as exc:
         return [RecordIssue(file, None, "", exc.reason)]
     return validate_records(records, record_format, file)
+
+
+def check_task_file(task: Task, path: str | os.PathLike[str]) -> list[RecordIssue]:
+    """Every problem of one data file for `task`: its own `check_file`, or by default every record
+    checked against the JSON Schema of the task's `record_format`."""
+    issues = task.check_file(os.fspath(path))
+    return check_records_file(path, task.record_format) if issues is None else issues
 
 
 def format_issues(issues: Sequence[RecordIssue], limit: int = SHOWN_ISSUES) -> str:

@@ -11,11 +11,11 @@ import torch
 from shared_data import KNOWEDIT
 
 from harness.api import AppliedEdit, EditCase, Method, Probe
-from harness.evaluation.evaluator import Evaluator
 from harness.evaluation.options import EvalOptions
 from harness.models.handle import ModelHandle, tensor_digest
 from harness.models.tokenization import encode_answers
 from harness.seeding import case_seed, seed_everything
+from harness.testing import Evaluator
 
 METRICS = ("edit_succ", "generalization", "locality")
 
@@ -48,7 +48,7 @@ UNRELATED = tuple(
 def zsre_cases(n: int, *, start: int = 0, unrelated: bool = False) -> list[EditCase]:
     """Real KnowEdit ZsRE test records; with `unrelated`, each also probes UNRELATED as the
     locality group "unrelated" (scored as `locality.unrelated`)."""
-    from harness.tasks import resolve_task
+    from harness.testing import resolve_task
 
     cases = resolve_task("zsre").load(data_dir=str(KNOWEDIT)).cases[start : start + n]
     if unrelated:

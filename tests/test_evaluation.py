@@ -3,15 +3,18 @@ tokenizer families, plus the pre-edit cache and the tricky boundaries."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import torch
 from naive_eval import naive_accuracy, naive_generate, naive_score, perturb
 
-from harness.api import EditCase, HarnessError, Probe
+from harness.api import BOTH, EditCase, HarnessError, Metric, MetricInfo, Outcomes, Probe, TokenScores
 from harness.evaluation.batching import ScoreJob, run_generations, run_scores
-from harness.evaluation.evaluator import Evaluator
 from harness.evaluation.options import EvalOptions
 from harness.evaluation.requests import Request
+from harness.runs.plan import RunConfig
+from harness.testing import Evaluator
 
 PAIRS = [
     ("The capital of France is", "Paris"),
@@ -187,17 +190,16 @@ def test_exact_match_equals_greedy_generation(tiny_handle):
 
 
 def test_contains_and_fluency_from_generations(tiny_handle):
-    from harness.evaluation.text import weighted_ngram_entropy
     from harness.seeding import case_seed
+    from harness_plugins.metrics.text import weighted_ngram_entropy
 
     case = EditCase("c", "The capital of France is", "Paris")
-    options = EvalOptions(fluency_max_new_tokens=30, generation_max_new_tokens=8)
+    options = EvalOptions(metric_options={"fluency_max_new_tokens": 30, "generation_max_new_tokens": 8})
     (got,) = Evaluator(tiny_handle, ["contains", "fluency"], options).evaluate_pre([case])
     model, tok = tiny_handle.model, tiny_handle.tokenizer
     greedy = run_generations(model, tok, [Request.generate(case.prompt, 8)], options)[0].text
-    sampled = run_generations(
-        model, tok, [Request.generate(case.prompt, 30, top_k=5, seed=case_seed(42, case.prompt))], options
-    )[0].text
+    request = Request.generate(case.prompt, 30, top_k=5, seed=case_seed(options.seed, case.prompt))
+    sampled = run_generations(model, tok, [request], options)[0].text
     assert got["contains"] == float(" paris " in f" {greedy.lower()} ")
     assert got["fluency"] == pytest.approx(weighted_ngram_entropy(case.prompt + sampled))
 
@@ -205,16 +207,36 @@ def test_contains_and_fluency_from_generations(tiny_handle):
 def test_pre_cache_reused_and_invalidated(tiny_llama):
     case = case_with_probes()
     names = ["edit_succ", "locality", "fluency"]
-    first = Evaluator(tiny_llama, names, EvalOptions(fluency_max_new_tokens=5))
+    first = Evaluator(tiny_llama, names, EvalOptions(metric_options={"fluency_max_new_tokens": 5}))
     first.prepare([case])
     assert first.pre_computed == 3  # the locality probes; edit_succ and fluency are post-only
-    second = Evaluator(tiny_llama, names, EvalOptions(fluency_max_new_tokens=5))
+    second = Evaluator(tiny_llama, names, EvalOptions(metric_options={"fluency_max_new_tokens": 5}))
     second.prepare([case])
     assert second.pre_computed == 0
     assert second.evaluate_pre([case]) == first.evaluate_pre([case])
-    other_side = Evaluator(tiny_llama, names, EvalOptions(fluency_max_new_tokens=5, padding_side="right"))
+    other_side = Evaluator(
+        tiny_llama, names, EvalOptions(padding_side="right", metric_options={"fluency_max_new_tokens": 5})
+    )
     other_side.prepare([case])
     assert other_side.pre_computed == 3
+
+
+def test_pre_cache_keyed_by_what_an_outcome_holds(tiny_gpt2, monkeypatch):
+    """An outcome that gains a field (as TokenScores gained gold_ranks) is never read from a file
+    written without it."""
+    import harness.evaluation.cache as pre_cache
+
+    case = case_with_probes()
+    Evaluator(tiny_gpt2, ["locality"]).prepare([case])
+    grown = {**pre_cache.OUTCOME_FIELDS, "score": [*pre_cache.OUTCOME_FIELDS["score"], "new_field"]}
+    monkeypatch.setattr(pre_cache, "OUTCOME_FIELDS", grown)
+    evaluator = Evaluator(tiny_gpt2, ["locality"])
+    evaluator.prepare([case])
+    assert evaluator.pre_computed == 3
+    monkeypatch.undo()
+    again = Evaluator(tiny_gpt2, ["locality"])
+    again.prepare([case])
+    assert again.pre_computed == 0
 
 
 def test_pre_cache_keyed_by_weights(tiny_model_dirs):
@@ -261,7 +283,7 @@ def test_kl_matches_full_distributions(tiny_handle):
             "outer_sentences": [sentence],
         },
     )
-    options = EvalOptions(kl_top_k=len(tiny_handle.tokenizer))
+    options = EvalOptions(metric_options={"kl_top_k": len(tiny_handle.tokenizer)})
     evaluator = Evaluator(tiny_handle, ["convsent_kl"], options)
     evaluator.prepare([case])
     perturb(tiny_handle, 0.3)
@@ -276,3 +298,86 @@ def test_kl_matches_full_distributions(tiny_handle):
         for a, b in zip(top.values.tolist(), post_full.gather(-1, top.indices).tolist(), strict=True)
     ) / len(pre_full)
     assert 0 < coarse <= full_kl + 1e-6
+
+
+class TargetRank(Metric):
+    """What a plugin author writes from docs/plugins.md: the rank of target_new's first token after
+    the prompt (1 = most likely) on the edited model, from `TokenScores.gold_ranks`. It also asks
+    for a full distribution and reports the position of the gold token in `dist_ids`
+    (`target_rank.dist_position`), which issue 24's author took for the rank."""
+
+    name = "target_rank"
+    info = MetricInfo(unit="rank", higher_is_better=False)
+
+    @staticmethod
+    def request(case: EditCase) -> Request:
+        return Request.score(case.prompt, case.target_new, phases=BOTH, dist_top_k=100_000)
+
+    def requests(self, case: EditCase) -> list[Request]:
+        return [self.request(case)]
+
+    def score(self, case: EditCase, outcomes: Outcomes) -> dict[str, float]:
+        post = outcomes.scores(self.request(case), "post")
+        return {
+            self.name: post.gold_ranks[0],
+            f"{self.name}.dist_position": post.dist_ids[0].index(post.gold_ids[0]) + 1,
+        }
+
+
+def direct_rank(handle, prompt: str, answer: str) -> int:
+    """The first answer token's rank from one unbatched forward pass over the full vocabulary."""
+    _, gold, _, logprobs = naive_score(handle, prompt, answer)
+    return int((logprobs[0] > logprobs[0, gold[0]]).sum()) + 1
+
+
+def test_target_rank_from_the_documented_outcome_is_the_true_post_edit_rank(tiny_handle):
+    case = EditCase("c", "The capital of France is", "Japan")
+    evaluator = Evaluator(tiny_handle, [TargetRank])
+    evaluator.prepare([case])
+    (before,) = evaluator.evaluate_pre([case])  # the unedited model is scored first, as in every run
+    pre_rank = direct_rank(tiny_handle, case.prompt, case.target_new)
+    assert before == {"target_rank": pre_rank, "target_rank.dist_position": pre_rank}
+    perturb(tiny_handle, 0.5)  # the edit
+    (after,) = evaluator.evaluate([case])
+    truth = direct_rank(tiny_handle, case.prompt, case.target_new)
+    assert truth != pre_rank, "the stand-in edit must move the rank for this test to mean anything"
+    assert after["target_rank"] == truth
+    # As documented, the post-edit `dist_ids` keep the unedited model's order: a position there is
+    # the pre-edit rank, which is why `gold_ranks` exists.
+    assert after["target_rank.dist_position"] == pre_rank
+
+
+def test_gold_ranks_of_every_answer_token_match_a_direct_forward(tiny_handle):
+    jobs = [ScoreJob(Request.score(p, a)) for p, a in PAIRS]
+    for (prompt, answer), got in zip(
+        PAIRS, run_scores(tiny_handle.model, tiny_handle.tokenizer, jobs, EvalOptions()), strict=True
+    ):
+        _, gold, _, logprobs = naive_score(tiny_handle, prompt, answer)
+        gold_lp = logprobs.gather(-1, torch.tensor(gold)[:, None])
+        assert got.gold_ranks == tuple(((logprobs > gold_lp).sum(-1) + 1).tolist())
+        assert all(
+            rank == 1 for rank, p, g in zip(got.gold_ranks, got.pred_ids, got.gold_ids, strict=True) if p == g
+        )
+    assert TokenScores.from_json(got.to_json()) == got  # the pre-edit cache keeps the ranks
+
+
+def test_metric_options_have_the_metrics_defaults_and_are_recorded(tiny_gpt2):
+    evaluator = Evaluator(tiny_gpt2, ["fluency", "contains", "edit_succ"], EvalOptions(use_cache=False))
+    recorded = evaluator.settings()["options"]
+    assert recorded["fluency_max_new_tokens"] == 100 and recorded["fluency_top_k"] == 5
+    assert recorded["generation_max_new_tokens"] == 32 and "kl_top_k" not in recorded
+    assert recorded["alias_policy"] == "first" and recorded["seed"] == RunConfig().seed == 0
+    options = EvalOptions(metric_options={"fluency_top_k": 3, "kl_top_k": 8})
+    fluency = Evaluator(tiny_gpt2, ["fluency"], options)
+    assert fluency.settings()["options"]["fluency_top_k"] == 3
+    (request,) = fluency.requests(EditCase("c", "The capital of France is", "Paris"))
+    assert (request.top_k, request.max_new_tokens) == (3, 100)
+    with pytest.raises(HarnessError, match="declares no option 'fluency_top_k'"):
+        options.metric_option(TargetRank, "fluency_top_k")
+
+    class Clash(TargetRank):
+        name = "clash"
+        option_defaults: ClassVar[dict[str, int]] = {"fluency_top_k": 7}
+
+    with pytest.raises(HarnessError, match=r"declared by 'fluency'.*and 'clash'"):
+        Evaluator(tiny_gpt2, ["fluency", Clash], options)

@@ -9,9 +9,8 @@ import pytest
 from naive_eval import naive_accuracy, naive_score, perturb
 from shared_data import KNOWEDIT
 
-from harness.evaluation.evaluator import Evaluator
 from harness.evaluation.options import EvalOptions
-from harness.tasks import resolve_task
+from harness.testing import Evaluator, resolve_task
 
 METRICS = ["edit_succ", "generalization", "portability", "locality", "exact_match"]
 

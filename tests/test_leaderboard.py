@@ -10,8 +10,10 @@ import pytest
 from click.testing import CliRunner
 from shared_data import KNOWEDIT
 
-from harness.api import HarnessError
-from harness.runs.leaderboard import FORMATS, is_fraction, knowedit_table, load_summary, merge, render
+from harness.api import HarnessError, Metric, MetricInfo
+from harness.commands.leaderboard import load_summary
+from harness.runs.leaderboard import FORMATS, knowedit_table, merge, render
+from harness.runs.summary import info_of
 
 SUMMARY_A = {
     "results": [
@@ -51,9 +53,17 @@ def run_dirs(tmp_path):
     return dirs
 
 
-def test_scaling_rule():
-    assert is_fraction("edit_succ") and is_fraction("portability.reasoning") and is_fraction("general:mmlu")
-    assert not is_fraction("fluency") and not is_fraction("convsent_kl") and not is_fraction("perplexity")
+def test_scaling_rule_reads_the_metadata_recorded_or_registered(run_dirs):
+    """Summaries without `metric_info` (written before runs recorded it) take it from the installed
+    metrics; a sub-score takes its metric's; a name nobody describes is a fraction."""
+    infos = {}
+    for d in run_dirs:
+        for row in merge([load_summary(d)]):
+            infos.update((name, MetricInfo.from_json(data)) for name, data in row["metric_info"].items())
+    fraction = [info_of(k, infos).is_fraction for k in ("edit_succ", "portability.reasoning", "general:mmlu")]
+    assert fraction == [True, True, True]
+    assert [info_of(k, infos).unit for k in ("fluency", "convsent_kl")] == ["bits", "nats"]
+    assert info_of("perplexity", {"perplexity": MetricInfo(unit="perplexity")}).is_fraction is False
 
 
 def test_merged_text_table_shows_scores_x100_and_leaves_absent_metrics_empty(run_dirs):
@@ -209,3 +219,54 @@ def test_run_command_refuses_before_loading_and_resumes_without_redoing(tmp_path
     assert (out / "cases.jsonl").read_text().splitlines() == rows
     clash = CliRunner().invoke(cli, ["run", "--out", str(out), "--resume", "--method", "rome"])
     assert clash.exit_code != 0 and "drop --method" in str(clash.exception)
+
+
+RANK_INFO = {"unit": "rank", "higher_is_better": False, "headline": None, "edit_success": False}
+
+
+def rank_summary(tmp_path, **extra):
+    result = {**SUMMARY_A["results"][0], "metrics": {"edit_succ": 0.5, "target_rank": 5 / 3}}
+    (tmp_path / "summary.json").write_text(json.dumps({"results": [result], **extra}))
+    return tmp_path
+
+
+class TargetRank(Metric):
+    name = "target_rank"
+    info = MetricInfo(unit="rank", higher_is_better=False)
+
+
+def test_a_plugin_metric_in_its_own_unit_is_shown_as_it_is(tmp_path):
+    """The issue-24 case: a mean rank of 1.67 showed as 166.67."""
+    recorded = rank_summary(tmp_path, metric_info={"target_rank": RANK_INFO})
+    for layout in ("wide", "knowedit"):
+        text = render(merge([load_summary(recorded)]), "text", layout)
+        assert "1.67" in text and "166.67" not in text and "50.00" in text
+
+
+def test_an_older_summary_takes_units_from_the_installed_plugin_or_warns(tmp_path, capsys):
+    from harness.api import hookimpl
+    from harness.plugins import build_registry
+
+    class Plugin:
+        @hookimpl
+        def harness_register_metrics(self, register):
+            register("target_rank", TargetRank)
+
+    old = rank_summary(tmp_path)
+    with_plugin = build_registry(extra_plugins=[("rank", Plugin())])
+    assert "1.67" in render(merge([load_summary(old, registry=with_plugin)]), "text")
+    assert capsys.readouterr().err == ""
+    assert "166.67" in render(merge([load_summary(old, registry=build_registry())]), "text")
+    assert "no unit recorded or installed for metric(s) target_rank" in capsys.readouterr().err
+
+
+def test_headline_places_order_the_columns(tmp_path):
+    info = {
+        "target_rank": {**RANK_INFO, "headline": 0},
+        "edit_succ": {**RANK_INFO, "unit": "fraction", "headline": 1},
+    }
+    rows = merge([load_summary(rank_summary(tmp_path, metric_info=info))])
+    assert render(rows, "text").splitlines()[0].split()[5:7] == ["target_rank", "edit_succ"]
+    # knowedit layout: headline fractions first, then the rest, then headline metrics of other units
+    assert [r[1] for r in knowedit_table(rows)[1]][:2] == ["edit_succ", "general:mmlu"]
+    assert knowedit_table(rows)[1][-1][1] == "target_rank"

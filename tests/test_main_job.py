@@ -13,17 +13,18 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from harness.plugins import get_registry
 from harness.runs.catalog import Catalog
 from harness.runs.plan import RunConfig
 from harness.runs.runner import plan
 
 pytestmark = pytest.mark.slow
 
-SUITE = Catalog().suite("knowedit-mini")
+SUITE = Catalog(get_registry()).suite("knowedit-mini")
 
 
 def test_harness_run_with_no_options_plans_the_mini_suite_on_smollm2() -> None:
-    config, jobs = plan(RunConfig())
+    config, jobs = plan(RunConfig(), Catalog(get_registry()))
     assert config.suite == "knowedit-mini" and config.model == "smollm2-135m" and config.mode == "single"
     assert {(j.method, j.tasks) for j in jobs} == {(m, (t,)) for m in SUITE.methods for t in SUITE.tasks}
     for job in jobs:

@@ -10,8 +10,8 @@ from harness.api import EditCase
 from harness.hparams import resolve_hparams
 from harness.models.tokenization import encode_answers
 from harness.plugins import get_registry
-from harness_plugins.methods.losses import answer_logits, answer_nll, logits_needed, prompt_last_nll
-from harness_plugins.methods.weights import mlp_out_params
+from harness_plugins.rome_family.losses import answer_logits, answer_nll, logits_needed, prompt_last_nll
+from harness_plugins.rome_family.weights import mlp_out_params
 
 CASES = [
     EditCase(case_id="a", prompt="The capital of France is", target_new="Berlin", subject="France"),

@@ -11,16 +11,16 @@ from harness.api import EditCase, HarnessError
 from harness.hparams import resolve_hparams
 from harness.plugins import get_registry
 from harness.runs.catalog import Catalog
-from harness_plugins.methods.edit_math import (
+from harness_plugins.rome_family.keys import Rewrite, last_token_before, subject_reads
+from harness_plugins.rome_family.templates import context_templates
+from harness_plugins.rome_family.updates import (
     clamp_norm,
     memit_update,
     rome_direction,
     rome_update,
     spread_residual,
 )
-from harness_plugins.methods.rewriting import Rewrite, last_token_before, subject_reads
-from harness_plugins.methods.templates import context_templates
-from harness_plugins.methods.weights import mlp_out_matrix
+from harness_plugins.rome_family.weights import mlp_out_matrix
 
 CASE = EditCase(case_id="c1", prompt="The capital of France is", target_new="Berlin", subject="France")
 FAST = {"context_templates": [[3, 2]], "v_num_grad_steps": 3, "mom2_samples": 32, "mom2_tokens": 32}
@@ -173,7 +173,7 @@ def test_bad_overrides_fail_clearly(tiny_llama) -> None:
 
 #: The hyperparameters are those of the main job (`harness run`): the knowedit-mini suite's CPU
 #: settings for ROME and MEMIT (docs/methods.md, "Cost on a CPU"), the defaults for FT-L and FT-M.
-MAIN_JOB_HPARAMS = Catalog().suite("knowedit-mini").hparams
+MAIN_JOB_HPARAMS = Catalog(get_registry()).suite("knowedit-mini").hparams
 #: Minimum mean edit success; ft-l only has to move the answers (see the test).
 MIN_EDIT_SUCC = {"rome": 0.9, "memit": 0.8, "ft-m": 0.9}
 MIN_UNRELATED = {"rome": 0.9, "memit": 0.9}

@@ -14,10 +14,9 @@ from naive_eval import naive_generate, naive_score, perturb
 from shared_data import KNOWEDIT
 
 from harness.api import EditCase, HarnessError, Probe
-from harness.evaluation.evaluator import Evaluator
 from harness.evaluation.options import EvalOptions
 from harness.evaluation.requests import Generation, Outcomes, Request, TokenScores
-from harness.tasks import resolve_task
+from harness.testing import Evaluator, resolve_task
 from harness_plugins.metrics.convsent import ConvSentKL, ConvSentSuccess, coarse_kl
 from harness_plugins.metrics.perplexity import Perplexity
 from harness_plugins.metrics.sanitation import SANITATION_NEW_TOKENS, SanitationLocality, SanitationSuccess
@@ -86,7 +85,7 @@ def test_convsent_equals_naive_on_real_cases(tiny_handle, real_cases, k):
     cases = [loaded[0]]
     x = [c.extras for c in cases]
     k = k or len(tiny_handle.tokenizer)
-    options = EvalOptions(kl_top_k=k, max_batch_size=8)
+    options = EvalOptions(max_batch_size=8, metric_options={"kl_top_k": k})
     evaluator = Evaluator(tiny_handle, ["convsent_es", "convsent_kl"], options)
     evaluator.prepare(cases)
     h = tiny_handle
@@ -212,7 +211,7 @@ def test_convsent_kl_averages_over_all_outer_positions():
     ln = math.log
     case = convsent_case(["a"], ["o"])
     case = EditCase("c", "p", "t", extras={**case.extras, "outer_sentences": ["r", "s"]})
-    metric = ConvSentKL(EvalOptions(kl_top_k=2))
+    metric = ConvSentKL(EvalOptions(metric_options={"kl_top_k": 2}))
     r, s = (Request.score("R?", x, dist_top_k=2) for x in ("r", "s"))
 
     def dist(rows):
@@ -270,3 +269,22 @@ def test_every_built_in_metric_is_in_the_glossary():
     glossary = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text(encoding="utf-8")
     rows = set(re.findall(r"^\| `([a-z_]+)` \|", glossary, flags=re.MULTILINE))
     assert set(METRICS) <= rows
+
+
+def test_the_glossary_states_each_metrics_info():
+    """docs/metrics.md's table of units, directions and headline places is what the metrics declare."""
+    from harness.plugins import get_registry
+    from harness_plugins.metrics import METRICS
+
+    glossary = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text(encoding="utf-8")
+    pattern = r"^\| `([a-z_]+)` \| ([a-z]+) \| (higher|lower) \| (\d+|none) \| (yes|no) \|$"
+    table = {m[0]: m[1:] for m in re.findall(pattern, glossary, flags=re.MULTILINE)}
+    assert set(table) == set(METRICS)
+    for name, (unit, better, headline, success) in table.items():
+        info = get_registry().metrics.load(name).info
+        assert (unit, better, headline, success) == (
+            info.unit,
+            "higher" if info.higher_is_better else "lower",
+            "none" if info.headline is None else str(info.headline),
+            "yes" if info.edit_success else "no",
+        ), name

@@ -76,10 +76,9 @@ class _AliasPlugin:
         register("tiny-alias", lambda: str(self.folder), source="a test folder")
 
 
-def test_alias_from_a_plugin(tiny_model_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alias_from_a_plugin(tiny_model_dirs: dict[str, Path]) -> None:
     registry = harness.plugins.build_registry([("alias_plugin", _AliasPlugin(tiny_model_dirs["gpt2"]))])
-    monkeypatch.setattr(harness.plugins, "get_registry", lambda: registry)
-    handle = load_model("tiny-alias", device="cpu")
+    handle = load_model("tiny-alias", device="cpu", alias=registry.models.locate("tiny-alias"))
     assert (handle.name, handle.source, handle.adapter.family) == ("tiny-alias", "a test folder", "gpt2")
 
 

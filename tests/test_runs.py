@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 from test_runs_plugin import registry
 
 from harness.api import HarnessError
+from harness.plugins import get_registry
 from harness.runs.catalog import Catalog
 from harness.runs.modes import checkpoints, interleave, steps
 from harness.runs.plan import RunConfig
@@ -87,6 +90,10 @@ def without_timing(rows_: list[dict]) -> list[dict]:
             r"--set rome.v_lr: method 'rome' is not in this run",
         ),
         ({"methods": ("nudge",), "tasks": ("nope",)}, "unknown task 'nope'"),
+        (
+            {"methods": ("nudge",), "tasks": ("facts",), "metrics": ("nope",)},
+            r"unknown metric 'nope'; known metrics: .*edit_succ.*target_rank",
+        ),
     ],
 )
 def test_impossible_requests_are_refused_before_anything_is_written(catalog, tmp_path, fields, message):
@@ -103,6 +110,21 @@ def test_a_case_the_method_cannot_edit_stops_the_run_before_the_model_loads(cata
         HarnessError, match=r"picky cannot edit 1 of 6 cases \(first: case f-1: field 'prompt'"
     ):
         execute(config, tmp_path / "run", catalog=catalog, progress=False)
+
+
+def test_the_schedule_refuses_cases_before_the_run_directory_exists(catalog, tmp_path):
+    from harness.runs.schedule import schedule
+
+    config, jobs = plan(RunConfig(model="m", methods=("nudge", "picky"), tasks=("facts",), limit=3), catalog)
+    with pytest.raises(HarnessError, match="m/picky/facts/single: picky cannot edit 1 of 3 cases"):
+        schedule(jobs, config, catalog, warn=lambda m: None)
+    refused = RunConfig(model="/no/such/model", methods=("picky",), tasks=("facts",))
+    with pytest.raises(HarnessError, match="picky cannot edit"):
+        execute(refused, tmp_path / "run", catalog=catalog, progress=False)
+    assert not (tmp_path / "run").exists()
+    skipped = schedule(jobs, dataclasses.replace(config, skip_invalid=True), catalog, warn=lambda m: None)
+    assert [len(s.ordered) for s in skipped] == [3, 2]
+    assert [len(s.row_keys()) for s in skipped] == [3, 2]
 
 
 def test_skip_invalid_leaves_out_the_cases_the_method_cannot_edit(catalog, model, tmp_path):
@@ -146,7 +168,7 @@ def test_set_keys_scoped_to_a_method_reach_only_its_jobs(catalog):
 
 
 def test_no_arguments_means_the_mini_suite_on_smollm2():
-    config, jobs = plan(RunConfig())
+    config, jobs = plan(RunConfig(), Catalog(get_registry()))
     assert config.suite == "knowedit-mini" and config.model == "smollm2-135m"
     assert jobs and all(j.model == "smollm2-135m" for j in jobs)
 
@@ -326,6 +348,74 @@ def test_run_directory_matches_the_contracts(catalog, model, tmp_path):
     job = manifest["jobs"][f"{model}/nudge/facts/sequential"]
     assert job["hparams"] == {"scale": 0.5, "delay": 0}
     assert "edit_succ" in manifest["evaluation"]["facts"]["metrics"]
+
+
+def test_metric_option_scores_every_task_and_the_summary_says_what_its_numbers_mean(catalog, model, tmp_path):
+    from harness.commands.leaderboard import load_summary
+    from harness.plugins import build_registry
+    from harness.runs.leaderboard import merge, render
+
+    out = tmp_path / "r"
+    outcome = run(
+        catalog,
+        model,
+        out,
+        methods=("nudge",),
+        tasks=("facts", "other_facts"),
+        metrics=("target_rank",),
+        limit=2,
+    )
+    assert {r["task"] for r in rows(out) if "target_rank" in r["post"]} == {"facts", "other_facts"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["metrics"] == ["target_rank"]
+    assert manifest["evaluation"]["other_facts"]["metrics"] == ["edit_succ", "locality", "target_rank"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == outcome.summary and validate_document(summary, "results", "summary.json") == []
+    assert summary["metric_info"]["target_rank"] == {
+        "unit": "rank",
+        "higher_is_better": False,
+        "headline": None,
+        "edit_success": True,
+    }
+    assert summary["metric_info"]["edit_succ"]["headline"] == 0
+    # The leaderboard needs no plugin: the installed registry knows no target_rank.
+    rank = summary["results"][0]["metrics"]["target_rank"]
+    text = render(merge([load_summary(out, registry=build_registry())]), "text")
+    assert f"{rank:.2f}" in text and f"{rank * 100:.2f}" not in text
+
+
+def test_metric_flag_is_checked_before_any_model_loads(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    args = [
+        "run",
+        "--model",
+        "/no/such/model",
+        "--method",
+        "ft-l",
+        "--task",
+        "zsre",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    refused = CliRunner().invoke(cli, [*args, "--metric", "exact_match,nope"])
+    assert refused.exit_code != 0 and not (tmp_path / "r").exists()
+    assert re.search(r"unknown metric 'nope'; known metrics: .*exact_match", str(refused.exception))
+    planned = CliRunner().invoke(cli, [*args, "--metric", "exact_match", "--metric", "contains", "--dry-run"])
+    assert planned.exit_code == 0, planned.output
+    resumed = CliRunner().invoke(cli, ["run", "--out", str(tmp_path), "--resume", "--metric", "contains"])
+    assert resumed.exit_code != 0 and "drop --metric" in str(resumed.exception)
+
+
+def test_the_no_effect_warning_reads_the_edit_success_metrics(catalog, model, tmp_path):
+    warnings: list[str] = []
+    config = RunConfig(model=model, methods=("noop",), tasks=("facts",), metrics=("target_rank",), limit=3)
+    execute(config, tmp_path / "r", device="cpu", catalog=catalog, progress=False, warn=warnings.append)
+    assert any(
+        "3 of 3 edits did not improve edit_succ, target_rank over the unedited model" in w for w in warnings
+    )
 
 
 def test_same_seed_same_cases_apart_from_timing(catalog, model, tmp_path):

@@ -16,7 +16,19 @@ from typing import ClassVar
 import torch
 
 from harness import hookimpl
-from harness.api import AppliedEdit, Capabilities, EditCase, LoadedCases, Method, Probe, Task
+from harness.api import (
+    AppliedEdit,
+    Capabilities,
+    EditCase,
+    LoadedCases,
+    Method,
+    Metric,
+    MetricInfo,
+    Outcomes,
+    Probe,
+    Request,
+    Task,
+)
 from harness.models.handle import SnapshotEdit
 from harness.plugins import build_registry
 
@@ -125,6 +137,34 @@ class Recall(Method):
         return edit
 
 
+class Noop(Method):
+    """Changes nothing: every edit leaves every score where the unedited model had it."""
+
+    name = "noop"
+    capabilities = Capabilities(batch=True, edits_weights=False)
+
+    def apply(self, handle, cases, hparams):
+        return AppliedEdit()
+
+
+class TargetRank(Metric):
+    """The rank of target_new's first token after the prompt on the edited model (1 = top): a
+    plugin metric in its own unit, where lower is better."""
+
+    name = "target_rank"
+    info = MetricInfo(unit="rank", higher_is_better=False, edit_success=True)
+
+    @staticmethod
+    def request(case: EditCase) -> Request:
+        return Request.score(case.prompt, case.target_new)
+
+    def requests(self, case: EditCase) -> list[Request]:
+        return [self.request(case)]
+
+    def score(self, case: EditCase, outcomes: Outcomes) -> dict[str, float]:
+        return {self.name: outcomes.scores(self.request(case)).gold_ranks[0]}
+
+
 class Plugin:
     @hookimpl
     def harness_register_tasks(self, register):
@@ -133,8 +173,12 @@ class Plugin:
 
     @hookimpl
     def harness_register_methods(self, register):
-        for method in (Nudge, Single, Picky, Recall):
+        for method in (Nudge, Single, Picky, Recall, Noop):
             register(method.name, method)
+
+    @hookimpl
+    def harness_register_metrics(self, register):
+        register(TargetRank.name, TargetRank)
 
 
 def registry():

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from shared_data import KNOWEDIT
 
+from harness.plugins import get_registry
+from harness.runs.catalog import Catalog
 from harness.runs.plan import RunConfig
 from harness.runs.runner import execute
 from harness.runs.store import RunStore
@@ -20,7 +22,8 @@ pytestmark = [
 
 def run(out: Path, **fields):
     config = RunConfig(model="smollm2-135m", data_dir=str(KNOWEDIT), **fields)
-    return execute(config, out, device="cpu", progress=False, warn=lambda m: None)
+    catalog = Catalog(get_registry())
+    return execute(config, out, device="cpu", catalog=catalog, progress=False, warn=lambda m: None)
 
 
 def rows(out: Path) -> list[dict]:
@@ -39,7 +42,7 @@ def test_single_mode_ft_m_edits_real_zsre_records(tmp_path):
 
 
 def outcome_cases(task: str, n: int):
-    from harness.tasks import resolve_task
+    from harness.testing import resolve_task
 
     return resolve_task(task).load(split="test", data_dir=str(KNOWEDIT)).cases[:n]
 

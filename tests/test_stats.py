@@ -6,10 +6,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from harness import second_moment
 from harness.api import HarnessError
-from harness.commands.stats import _layers
-from harness.second_moment import StatsConfig, cached_layers, resolve_corpus, second_moments
+from harness_plugins.rome_family import second_moment
+from harness_plugins.rome_family.command import _layers
+from harness_plugins.rome_family.second_moment import (
+    StatsConfig,
+    cached_layers,
+    resolve_corpus,
+    second_moments,
+)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.api import HarnessError, Probe
-from harness.tasks import resolve_task
+from harness.testing import resolve_task
 from harness_plugins.tasks.normalize import flatten_answers, group_name, probe_groups
 
 EXAMPLE_SPEC = Path(__file__).resolve().parents[1] / "examples" / "dataset-spec" / "spec.json"
@@ -286,3 +286,77 @@ def test_every_task_is_listed_with_source_and_format():
         assert "KnowEdit" in components[name].info["source"]
     for name in ("counterfact", "zsre_mend", "mquake"):
         assert components[name].info["record_format"] == name
+
+
+# -- the format-to-task contract of dataset specs (`Task.from_spec`, declared by registration) ----
+
+
+def _registry_with(*plugins):
+    from harness.plugins import build_registry
+
+    return build_registry(extra_plugins=[(f"p{i}", plugin) for i, plugin in enumerate(plugins)])
+
+
+def _tasks_plugin(**targets):
+    from harness.api import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def harness_register_tasks(self, register):
+            for name, (target, info) in targets.items():
+                register(name, target, **info)
+
+    return Plugin()
+
+
+def test_a_spec_is_read_by_the_task_named_after_its_format_and_a_mapping_by_the_marked_one(tmp_path):
+    from harness.plugins import get_registry
+
+    tasks = get_registry().tasks
+    assert tasks.formats()["zsre"][:2] == ["zsre", "mini_zsre"]  # the canonical reader first
+    assert tasks.reader("zsre", "spec.json").__name__ == "ZsRE"
+    assert tasks.reader(None, "spec.json").__name__ == "WikiRecent"  # registered field_mapping=True
+    spec = {
+        "name": "mapped",
+        "files": {"test": "d.json"},
+        "fields": {"subject": "s", "prompt": "q", "target_new": "n"},
+    }
+    write(tmp_path / "d.json", [{"s": "Peru", "q": "The capital of Peru is", "n": "Cusco"}])
+    task = tasks.from_spec(write(tmp_path / "spec.json", spec))
+    assert (task.name, task.record_format, task.splits) == ("mapped", "wiki_recent", ("test",))
+    assert task.load().cases[0].target_new == "Cusco"
+
+
+def test_a_registered_spec_path_is_a_task_of_its_own(tmp_path):
+    write(tmp_path / "d.json", [FACT])
+    spec = write(
+        tmp_path / "mine.json", {"name": "mine", "files": {"test": "d.json"}, "record_format": "zsre"}
+    )
+    registry = _registry_with(_tasks_plugin(mine=(str(spec), {}), other=(str(spec), {})))
+    task = registry.tasks.load("mine")
+    assert task.name == "mine" and task.load().cases[0].case_id == "mine:test:0"
+    with pytest.raises(
+        HarnessError, match=r"dataset spec .*mine.json is named 'mine' but registered as 'other'"
+    ):
+        registry.tasks.load("other")
+
+
+def test_a_task_class_that_reads_no_specs_refuses_through_the_default_from_spec(tmp_path, monkeypatch):
+    from harness.api import Task
+
+    class OwnFormat(Task):
+        name = "own"
+        record_format = "own"
+
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "builtin_tasks")
+    registry = _registry_with(_tasks_plugin(own=(OwnFormat, {"record_format": "own"})))
+    spec = write(tmp_path / "s.json", {"name": "s", "files": {"test": "d.json"}, "record_format": "own"})
+    with pytest.raises(HarnessError, match=r"s.json: task class OwnFormat does not read dataset specs"):
+        registry.tasks.from_spec(spec)
+    mapped = {
+        "name": "s",
+        "files": {"test": "d.json"},
+        "fields": {"subject": "s", "prompt": "q", "target_new": "n"},
+    }
+    with pytest.raises(HarnessError, match=r"at \$.fields: no installed task reads field-mapped records"):
+        registry.tasks.from_spec(write(tmp_path / "m.json", mapped))

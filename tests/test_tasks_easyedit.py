@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.api import HarnessError
-from harness.tasks import resolve_task
+from harness.testing import resolve_task
 from harness_plugins.tasks.piqa import read_piqa
 
 FLAT = {

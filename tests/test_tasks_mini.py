@@ -12,7 +12,7 @@ import pytest
 from harness.api import EditCase, HarnessError
 from harness.plugins import get_registry
 from harness.schemas import validate_records
-from harness.tasks import resolve_task
+from harness.testing import resolve_task
 
 #: mini task -> (its full-size task, the number of edit cases it yields)
 MINI = {
@@ -48,9 +48,10 @@ def test_registered_like_its_full_size_task(name: str) -> None:
 def test_every_method_of_the_suite_can_edit_every_case(name: str) -> None:
     """What the runner asks before a model loads (`Method.check_case`), asked of the bundled sample
     itself: a record a suite method would refuse must not ship."""
+    from harness.plugins import get_registry
     from harness.runs.catalog import Catalog
 
-    catalog = Catalog()
+    catalog = Catalog(get_registry())
     cases = resolve_task(name).load().cases
     for method in catalog.suite("knowedit-mini").methods:
         checker = catalog.method(method)
@@ -150,8 +151,8 @@ def pre_edit_checks(name: str, cases: tuple[EditCase, ...]) -> list[tuple[str, s
 
 def pre_edit_accuracy(handle, checks: list[tuple[str, str, str]]) -> dict[str, float]:
     """Teacher-forced token accuracy of each check's answer on the unedited model, by label."""
-    from harness.evaluation.evaluator import Evaluator
     from harness.evaluation.options import EvalOptions
+    from harness.testing import Evaluator
 
     probes = [EditCase(case_id=label, prompt=prompt, target_new=answer) for label, prompt, answer in checks]
     evaluator = Evaluator(handle, ["edit_succ"], options=EvalOptions(use_cache=False))

@@ -6,7 +6,7 @@ import pytest
 from shared_data import KNOWEDIT
 from shared_data import SHARED_DATA as SHARED
 
-from harness.tasks import resolve_task
+from harness.testing import resolve_task
 
 OTHER = SHARED / "other"
 

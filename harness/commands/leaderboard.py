@@ -2,9 +2,48 @@
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Any
+
 import click
 
+from harness.ground import HarnessError
 from harness.runs.leaderboard import FORMATS, LAYOUTS
+
+if TYPE_CHECKING:
+    from harness.ground import MetricInfo
+    from harness.plugins import Registry
+
+
+def registered_info(registry: Registry, name: str) -> MetricInfo | None:
+    """The metadata of an installed metric, or None when no usable plugin registers `name`."""
+    if name not in registry.metrics:
+        return None
+    try:
+        return registry.metrics.load(name).info
+    except HarnessError:  # a broken or doubly registered metric: nothing reliable to say
+        return None
+
+
+def load_summary(run_dir: str | os.PathLike[str], registry: Registry | None = None) -> dict[str, Any]:
+    """A run's summary with every metric's metadata: as the run recorded it, else (a summary written
+    before runs recorded it) from the installed plugin that registers the metric. A metric that
+    neither describes is shown as a fraction, with a warning on stderr."""
+    from harness.plugins import get_registry
+    from harness.runs import leaderboard
+
+    registry = registry if registry is not None else get_registry()
+    summary = leaderboard.complete_metric_info(
+        leaderboard.load_summary(run_dir), lambda name: registered_info(registry, name)
+    )
+    unknown = [n for n in leaderboard.metric_names(summary) if n not in summary["metric_info"]]
+    if unknown:
+        click.echo(
+            f"warning: {run_dir}: no unit recorded or installed for metric(s) {', '.join(unknown)}; "
+            "shown as fractions (x100)",
+            err=True,
+        )
+    return summary
 
 
 @click.command("leaderboard")
@@ -19,8 +58,8 @@ from harness.runs.leaderboard import FORMATS, LAYOUTS
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 def command(run_dirs: tuple[str, ...], fmt: str, layout: str, output: str | None) -> None:
-    """Merge runs into one table; scores x100 as in the KnowEdit tables (fluency as it is)."""
-    from harness.runs.leaderboard import load_summary, merge, render
+    """Merge runs into one table; fractions x100 as in the KnowEdit tables, other units as they are."""
+    from harness.runs.leaderboard import merge, render
 
     text = render(merge([load_summary(d) for d in run_dirs]), fmt, layout)
     if output:

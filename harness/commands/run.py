@@ -9,7 +9,7 @@ import time
 import click
 from click.core import ParameterSource
 
-from harness.api import HarnessError
+from harness.ground import HarnessError
 from harness.hparams import load_hparams_file, parse_assignments
 
 #: Options that define what a run computes; `--resume` takes them from the manifest instead.
@@ -17,6 +17,7 @@ PLAN_OPTIONS = (
     "suite",
     "method",
     "task",
+    "metric",
     "model",
     "mode",
     "batch_size",
@@ -61,10 +62,17 @@ def _counts(text: str | None) -> tuple[int, ...]:
 
 
 @click.command("run")
-@click.option("--suite", help="A registered suite (`harness list suites`); default knowedit-mini.")
+@click.option("--suite", help="A registered suite; default: the one `harness list suites` marks.")
 @click.option("--method", multiple=True, help="Method name(s), comma-separated.")
 @click.option("--task", multiple=True, help="Task name(s) or dataset spec path(s), comma-separated.")
-@click.option("--model", help="Model alias, local folder or Hugging Face id; default smollm2-135m.")
+@click.option(
+    "--metric",
+    multiple=True,
+    help="Metric name(s), comma-separated, scored on every task besides its defaults.",
+)
+@click.option(
+    "--model", help="Model alias, folder or Hugging Face id; default: the one `harness list models` marks."
+)
 @click.option("--mode", type=click.Choice(["single", "batch", "sequential", "cross-domain"]))
 @click.option("--batch-size", type=click.IntRange(min=1), help="Cases per edit (batch, sequential).")
 @click.option("--eval-at", help="Sequential checkpoints: re-score every edited case after N edits.")
@@ -107,8 +115,11 @@ def _counts(text: str | None) -> tuple[int, ...]:
 def command(ctx: click.Context, **opts) -> None:
     """Edit and evaluate: every method on every task, in one mode, on one model.
 
-    With no options this runs the knowedit-mini suite on smollm2-135m.
+    With no options this runs the default suite on the default model (`harness list suites`,
+    `harness list models`: the plugins that ship them mark them default).
     """
+    from harness.plugins import get_registry
+    from harness.runs.catalog import Catalog
     from harness.runs.leaderboard import merge, render
     from harness.runs.plan import RunConfig, describe_plan
     from harness.runs.runner import execute, plan
@@ -130,6 +141,7 @@ def command(ctx: click.Context, **opts) -> None:
         suite=opts["suite"],
         methods=_names(opts["method"]),
         tasks=_names(opts["task"]),
+        metrics=_names(opts["metric"]),
         mode=opts["mode"] or "",
         batch_size=opts["batch_size"] or 0,
         eval_at=_counts(opts["eval_at"]),
@@ -147,8 +159,9 @@ def command(ctx: click.Context, **opts) -> None:
         general_limit=opts["general_limit"],
         general_edits=opts["general_edits"],
     )
+    catalog = Catalog(get_registry())
     if opts["dry_run"]:
-        effective, jobs = plan(config)
+        effective, jobs = plan(config, catalog)
         click.echo(f"{len(jobs)} jobs on {effective.model}:\n{describe_plan(jobs)}")
         return
     out = opts["out"] or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -158,7 +171,12 @@ def command(ctx: click.Context, **opts) -> None:
         transformers_logging.disable_progress_bar()  # its weight-loading bar, for logs and pipes
     started = time.perf_counter()
     outcome = execute(
-        config, out, resume=opts["resume"], device=opts["device"], progress=not opts["no_progress"]
+        config,
+        out,
+        resume=opts["resume"],
+        device=opts["device"],
+        catalog=catalog,
+        progress=not opts["no_progress"],
     )
     click.echo(render(merge([outcome.summary]), "text", "knowedit"))
     click.echo(

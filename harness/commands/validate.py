@@ -15,11 +15,12 @@ from typing import Any
 
 import click
 
-from harness.api import HarnessError, RecordIssue
-from harness.plugins import Registry, get_registry
+from harness.ground import HarnessError, RecordIssue
+from harness.plugins import Registry, TaskKind, get_registry
 from harness.schemas import (
     SHOWN_ISSUES,
     DataFileError,
+    check_task_file,
     format_issues,
     load_schema,
     read_json,
@@ -40,21 +41,9 @@ class Verdict:
     note: str = ""
 
 
-def _check_with_task(task: str, path: str) -> list[RecordIssue]:
+def _check_with_task(tasks: TaskKind, task: str, path: str) -> list[RecordIssue]:
     """Problems of `path` for a registered task, or for the task a dataset spec path describes."""
-    from harness.tasks import resolve_task
-
-    return resolve_task(task).check_file(path)
-
-
-def _tasks_by_format(registry: Registry) -> dict[str, list[str]]:
-    """Registered tasks grouped by record format, so each format is checked once."""
-    formats: dict[str, list[str]] = {}
-    for name in registry.names("tasks"):
-        component = registry.components["tasks"].get(name)
-        if component is not None and component.info.get("record_format"):
-            formats.setdefault(str(component.info["record_format"]), []).append(name)
-    return formats
+    return check_task_file(tasks.resolve(task), path)
 
 
 def _declared_fields(record_format: str) -> set[str]:
@@ -65,14 +54,14 @@ def _declared_fields(record_format: str) -> set[str]:
         return set()
 
 
-def _screen(formats: dict[str, list[str]], path: str, data: Any) -> dict[str, int]:
+def _screen(tasks: TaskKind, formats: dict[str, list[str]], path: str, data: Any) -> dict[str, int]:
     """Problems per format on the first records only: a cheap way to rule most formats out.
 
     Data that is not a long list (a format may keep its records under keys of an object, as
     Sanitation does) is screened whole."""
 
     def problems(file: str) -> dict[str, int]:
-        return {fmt: len(_check_with_task(tasks[0], file)) for fmt, tasks in formats.items()}
+        return {fmt: len(_check_with_task(tasks, names[0], file)) for fmt, names in formats.items()}
 
     if not isinstance(data, list) or len(data) <= SAMPLE_SIZE:
         return problems(path)
@@ -82,20 +71,20 @@ def _screen(formats: dict[str, list[str]], path: str, data: Any) -> dict[str, in
         return problems(str(sample))
 
 
-def _infer(registry: Registry, path: str, data: Any) -> Verdict:
+def _infer(tasks: TaskKind, path: str, data: Any) -> Verdict:
     """Check against the format that fits best: fewest problems on a sample, then the format whose
     schema names most of the records' fields (ZsRE records also fit the looser fact formats)."""
-    formats = _tasks_by_format(registry)
+    formats = tasks.formats()
     if not formats:
         return Verdict("records", [RecordIssue(path, None, "", "no registered task to check against")])
-    screened = _screen(formats, path, data)
+    screened = _screen(tasks, formats, path, data)
     records = data[:SAMPLE_SIZE] if isinstance(data, list) else [data]
     present = [set(r) for r in records if isinstance(r, dict)]
     coverage = {fmt: sum(len(fields & _declared_fields(fmt)) for fields in present) for fmt in formats}
     ranked = sorted(formats, key=lambda fmt: (screened[fmt], -coverage[fmt]))
     best = ranked[0]
-    issues = _check_with_task(formats[best][0], path)
-    label = f"records in format {best!r} (tasks: {', '.join(formats[best])})"
+    issues = _check_with_task(tasks, formats[best][0], path)
+    label = f"records in format {best!r} (tasks: {', '.join(sorted(formats[best]))})"
     if issues:
         note = f"fits no registered format; closest is {label} (pass --task NAME to choose)"
         return Verdict(label, issues, note)
@@ -111,27 +100,25 @@ def _is_spec(data: Any) -> bool:
 def check(path: str, task: str | None, registry: Registry) -> Verdict:
     """Check one file: against `task`'s record format, as a dataset spec, or by inference."""
     if task is not None:
-        return Verdict(f"records of task {task!r}", _check_with_task(task, path))
+        return Verdict(f"records of task {task!r}", _check_with_task(registry.tasks, task, path))
     try:
         data = read_json(path)
     except DataFileError as exc:
         return Verdict("file", [RecordIssue(path, None, "", exc.reason)])
     if _is_spec(data):
-        return _check_spec(data, path)
-    return _infer(registry, path, data)
+        return _check_spec(registry.tasks, data, path)
+    return _infer(registry.tasks, path, data)
 
 
-def _check_spec(spec: dict, path: str) -> Verdict:
+def _check_spec(tasks: TaskKind, spec: dict, path: str) -> Verdict:
     """A dataset spec is valid when it fits its schema and every data file it names fits its format."""
-    from harness.tasks import load_spec_task
-
     issues = validate_document(spec, DATASET_SPEC, path)
     if issues:
         return Verdict("dataset spec", issues)
-    task = load_spec_task(path)
+    task = tasks.from_spec(path)
     folder = Path(path).parent
     for relative in spec["files"].values():
-        issues.extend(task.check_file(str(folder / relative)))
+        issues.extend(check_task_file(task, folder / relative))
     return Verdict(f"dataset spec ({len(spec['files'])} data files checked)", issues)
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.api import HarnessError
 from harness.evaluation.options import EvalOptions
 from harness.evaluation.requests import Generation, Request, TokenScores
+from harness.ground import HarnessError
 from harness.models.tokenization import AnswerBatch, encode_answers, encode_prompts
 
 
@@ -111,16 +111,19 @@ def run_scores(model, tokenizer, jobs: Sequence[ScoreJob], options: EvalOptions)
         gold = batch.input_ids[row_idx.to(device), (pos_idx + 1).to(device)]
         pred = logprobs.argmax(-1)
         gold_lp = logprobs.gather(-1, gold[:, None])[:, 0]
+        gold_rank = (logprobs > gold_lp[:, None]).sum(-1) + 1
         at = 0
         for b, i in enumerate(rows):
             n = ends[b] - starts[b]
             span = slice(at, at + n)
             at += n
-            results[i] = _token_scores(jobs[i], logprobs[span], pred[span], gold[span], gold_lp[span])
+            results[i] = _token_scores(
+                jobs[i], logprobs[span], pred[span], gold[span], gold_lp[span], gold_rank[span]
+            )
     return [r for r in results if r is not None]
 
 
-def _token_scores(job: ScoreJob, logprobs, pred, gold, gold_lp) -> TokenScores:
+def _token_scores(job: ScoreJob, logprobs, pred, gold, gold_lp, gold_rank) -> TokenScores:
     dist_ids: tuple[tuple[int, ...], ...] = ()
     dist_lp: tuple[tuple[float, ...], ...] = ()
     if job.request.dist_top_k:
@@ -131,7 +134,14 @@ def _token_scores(job: ScoreJob, logprobs, pred, gold, gold_lp) -> TokenScores:
             values, ids = logprobs.topk(min(job.request.dist_top_k, logprobs.shape[-1]), dim=-1)
         dist_ids = tuple(tuple(row) for row in ids.tolist())
         dist_lp = tuple(tuple(row) for row in values.tolist())
-    return TokenScores(tuple(pred.tolist()), tuple(gold.tolist()), tuple(gold_lp.tolist()), dist_ids, dist_lp)
+    return TokenScores(
+        tuple(pred.tolist()),
+        tuple(gold.tolist()),
+        tuple(gold_lp.tolist()),
+        dist_ids,
+        dist_lp,
+        tuple(gold_rank.tolist()),
+    )
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

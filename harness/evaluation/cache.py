@@ -1,20 +1,28 @@
 """Pre-edit outcomes on disk, so that every method and every rerun on the same model and probes
 reuses them. One small JSON file per request, addressed by a hash of everything the outcome
-depends on: the model's weights, the tokenizer, the protocol version of the engine, the numeric
-settings and the request itself. A changed input is a different file, never a stale read."""
+depends on: the model's weights, the tokenizer, the protocol version of the engine, the fields an
+outcome holds, the numeric settings and the request itself. A changed input is a different file,
+never a stale read."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from dataclasses import fields
+from typing import Any, get_args
 
-from harness.cache import atomic_write_bytes, cache_dir, content_key
+from harness.cache import ArtifactCache, Codec, content_key
 from harness.evaluation.options import EvalOptions
-from harness.evaluation.requests import Outcome, Request, outcome_from_json
+from harness.evaluation.requests import Generation, Kind, Outcome, Request, TokenScores, outcome_from_json
 
 #: Bump when the engine computes any outcome differently (tokenization join, masking, decoding).
+#: A field added to an outcome needs no bump: the fields are part of every key (`OUTCOME_FIELDS`).
 PROTOCOL_VERSION = 1
+#: What each kind of outcome holds: a file written before a field existed is never read as one
+#: that has it.
+OUTCOME_FIELDS = {
+    "score": [f.name for f in fields(TokenScores)],
+    "generate": [f.name for f in fields(Generation)],
+}
 
 
 def tokenizer_identity(tokenizer) -> dict[str, Any]:
@@ -28,13 +36,25 @@ def tokenizer_identity(tokenizer) -> dict[str, Any]:
     }
 
 
+def _codec(kind: Kind) -> Codec[Outcome]:
+    """Outcomes as JSON; decoding needs the request's kind (token scores or a generation)."""
+    return Codec(
+        ".json",
+        dump=lambda outcome: json.dumps(outcome.to_json()).encode(),
+        load=lambda data: outcome_from_json(kind, json.loads(data)),
+    )
+
+
 class PreCache:
-    """Pre-edit outcomes of one model and tokenizer."""
+    """Pre-edit outcomes of one model and tokenizer, under `pre/<fingerprint prefix>/`, spread over
+    subfolders (a long run stores one file per request)."""
 
     def __init__(self, handle, options: EvalOptions) -> None:
-        self.root: Path = cache_dir("pre") / handle.fingerprint()[:16]
+        kind = f"pre/{handle.fingerprint()[:16]}"
+        self._caches = {k: ArtifactCache(kind, _codec(k), fanout=2) for k in get_args(Kind)}
         self._base = {
             "protocol": PROTOCOL_VERSION,
+            "outcome_fields": OUTCOME_FIELDS,
             "model": handle.fingerprint(),
             "tokenizer": tokenizer_identity(handle.tokenizer),
             "padding_side": options.padding_side,
@@ -42,15 +62,11 @@ class PreCache:
             "device": handle.device.type,
         }
 
-    def path(self, request: Request) -> Path:
-        key = content_key(self._base, request.identity())
-        return self.root / key[:2] / f"{key}.json"
+    def _key(self, request: Request) -> str:
+        return content_key(self._base, request.identity())
 
     def load(self, request: Request) -> Outcome | None:
-        path = self.path(request)
-        if not path.exists():
-            return None
-        return outcome_from_json(request.kind, json.loads(path.read_text()))
+        return self._caches[request.kind].load(self._key(request))
 
     def store(self, request: Request, outcome: Outcome) -> None:
-        atomic_write_bytes(self.path(request), json.dumps(outcome.to_json()).encode())
+        self._caches[request.kind].store(self._key(request), outcome)

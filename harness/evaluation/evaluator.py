@@ -10,29 +10,44 @@ from typing import Any
 
 import torch
 
-from harness.api import EditCase, HarnessError, Metric
 from harness.evaluation.batching import ScoreJob, run_generations, run_scores
 from harness.evaluation.cache import PROTOCOL_VERSION, PreCache
 from harness.evaluation.options import EvalOptions
 from harness.evaluation.requests import Outcome, Outcomes, Request
+from harness.ground import EditCase, HarnessError, Metric
 
-MetricSpec = Metric | type[Metric] | str
+#: A metric as the evaluator takes it: an instance, or a class it instantiates. Names are resolved
+#: by the caller's registry (`registry.metrics.load(name)`): evaluation knows no plugin.
+MetricSpec = Metric | type[Metric]
 
 
 def build_metric(spec: MetricSpec, options: EvalOptions) -> Metric:
-    """A metric instance from an instance, a class, or a registered name. Classes whose constructor
-    takes `options` get the evaluation's options (alias policy, generation lengths)."""
+    """A metric instance from an instance or a class. Classes whose constructor takes `options`
+    get the evaluation's options (alias policy, seed, their own `metric_options`)."""
     if isinstance(spec, Metric):
         return spec
-    if isinstance(spec, str):
-        from harness.plugins import get_registry
-
-        spec = get_registry().load("metrics", spec)
     if not (isinstance(spec, type) and issubclass(spec, Metric)):
         raise HarnessError(f"{spec!r} is not a Metric subclass")
     if "options" in inspect.signature(spec).parameters:
         return spec(options=options)
     return spec()
+
+
+def metric_options(metrics: Sequence[Metric], options: EvalOptions) -> dict[str, Any]:
+    """The value of every option the metrics declare (`Metric.option_defaults`), as `options` set
+    it or by default. Options no metric here declares are left out: one `EvalOptions` may serve
+    evaluators of several metric sets (a run's tasks). Raises HarnessError for an option declared
+    by two metrics with different defaults (they would silently share one value)."""
+    declared: dict[str, tuple[str, Any]] = {}
+    for metric in metrics:
+        for name, default in metric.option_defaults.items():
+            other, other_default = declared.setdefault(name, (metric.name, default))
+            if other_default != default:
+                raise HarnessError(
+                    f"metric option {name!r} is declared by {other!r} (default {other_default!r}) and "
+                    f"{metric.name!r} (default {default!r}); one of them must rename it"
+                )
+    return {name: options.metric_options.get(name, default) for name, (_, default) in declared.items()}
 
 
 @contextmanager
@@ -53,16 +68,18 @@ class Evaluator:
         self.handle = handle
         self.options = options or EvalOptions()
         self.metrics = [build_metric(m, self.options) for m in metrics]
+        self._metric_options = metric_options(self.metrics, self.options)
         self.cache = PreCache(handle, self.options) if self.options.use_cache else None
         self._pre: dict[Request, Outcome] = {}
         #: How many pre-edit outcomes were computed (not read from memory or disk): shows cache reuse.
         self.pre_computed = 0
 
     def settings(self) -> dict[str, Any]:
-        """What the results depend on, for the run manifest (alias policy, seeds, protocol)."""
+        """What the results depend on, for the run manifest: the engine's protocol, the options
+        (the value of every option the metrics declare among them) and the metrics."""
         return {
             "protocol": PROTOCOL_VERSION,
-            "options": self.options.to_json(),
+            "options": {**self.options.to_json(), **self._metric_options},
             "metrics": [getattr(m, "name", type(m).__name__) for m in self.metrics],
         }
 

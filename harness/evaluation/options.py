@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from harness.api import HarnessError
+from harness.ground import HarnessError, Metric
 
 AliasPolicy = Literal["first", "best"]
-POSITIVE = ("max_batch_tokens", "max_batch_size", "fluency_max_new_tokens", "generation_max_new_tokens")
+POSITIVE = ("max_batch_tokens", "max_batch_size")
 
 
 @dataclass(frozen=True)
@@ -19,23 +20,21 @@ class EvalOptions:
     stay comparable with published ones); "best" takes the maximum over all aliases.
     padding_side: how batches are padded; results do not depend on it (tested), speed may.
     max_batch_tokens / max_batch_size: the size of one padded forward batch.
-    seed: the run seed, from which every sampled generation's seed is derived per prompt.
-    fluency_max_new_tokens / fluency_top_k: the sampled continuation that fluency is measured on.
-    generation_max_new_tokens: the greedy continuation that `contains` checks.
-    kl_top_k: how many of the unedited model's most likely tokens a KL locality keeps per position.
-    use_cache: read and write pre-edit outcomes under harness.cache.cache_dir("pre").
+    seed: the run seed, from which every sampled generation's seed is derived per prompt; its
+    default is a run's (`harness run --seed`, 0), so the evaluator used alone samples what a run does.
+    use_cache: read and write pre-edit outcomes in the "pre" artifact cache (harness.cache).
+    metric_options: values for options that metrics declare in `Metric.option_defaults` (option
+    name -> value); an option left out takes the metric's default. An evaluator records (in
+    `settings()`) the value of every option its metrics declare.
     """
 
     alias_policy: AliasPolicy = "first"
     padding_side: Literal["left", "right"] = "left"
     max_batch_tokens: int = 8192
     max_batch_size: int = 64
-    seed: int = 42
-    fluency_max_new_tokens: int = 100
-    fluency_top_k: int = 5
-    generation_max_new_tokens: int = 32
-    kl_top_k: int = 64
+    seed: int = 0
     use_cache: bool = True
+    metric_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, allowed in (("alias_policy", ("first", "best")), ("padding_side", ("left", "right"))):
@@ -47,5 +46,19 @@ class EvalOptions:
             if getattr(self, name) <= 0:
                 raise HarnessError(f"EvalOptions.{name} must be positive, got {getattr(self, name)}")
 
+    def metric_option(self, metric: Metric | type[Metric], name: str) -> Any:
+        """The value of option `name` of `metric`: the one set in `metric_options`, else the
+        metric's default. Raises HarnessError when the metric declares no such option."""
+        defaults = metric.option_defaults
+        if name not in defaults:
+            declared = ", ".join(defaults) or "none"
+            raise HarnessError(
+                f"metric {metric.name!r} declares no option {name!r} (its options: {declared})"
+            )
+        return self.metric_options.get(name, defaults[name])
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as one flat object (metric options beside the others), as manifests record
+        them."""
+        core = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metric_options"}
+        return {**core, **self.metric_options}

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from harness.api import HarnessError
+from harness.ground import HarnessError
 
 Phase = Literal["pre", "post"]
 Kind = Literal["score", "generate"]
@@ -28,11 +28,13 @@ class Request:
     """One question put to the model.
 
     kind "score": teacher-force `prompt + " " + answer` and report, per answer token, the argmax
-    prediction, the gold id and the log-probability of the gold token; with `dist_top_k` > 0 also
-    the next-token distribution at every answer position (its `dist_top_k` most likely ids on the
-    unedited model, see `TokenScores.dist_ids`).
+    prediction, the gold id, the log-probability of the gold token and its rank in the vocabulary;
+    with `dist_top_k` > 0 also the next-token distribution at every answer position, read at the
+    unedited model's `dist_top_k` most likely ids (see `TokenScores` for what each field holds).
+    The outcome is a `TokenScores`.
     kind "generate": continue `prompt` for `max_new_tokens` tokens, greedily (`top_k` = 0) or by
-    top-k sampling from a generator seeded with `seed`, stopping early at end of sequence.
+    top-k sampling from a generator seeded with `seed`, stopping early at end of sequence. The
+    outcome is a `Generation`.
 
     `phases` says on which model states the outcome is needed; a metric that compares the two
     (locality, KL) asks for both. Phases are not part of a request's identity: a metric looks an
@@ -62,6 +64,14 @@ class Request:
     def score(
         cls, prompt: str, answer: str, *, phases: frozenset[str] = POST, dist_top_k: int = 0
     ) -> Request:
+        """Teacher-forced scoring of `answer` after `prompt` (joined with one space unless the answer
+        starts with one; a non-empty answer is required).
+
+        phases: PRE, POST (default) or BOTH: the model states whose outcome `score` reads.
+        dist_top_k: 0 (default) for no distribution; k > 0 to get, at every answer position, the
+            unedited model's k most likely next-token ids and each phase's log-probabilities at
+            them (`TokenScores.dist_ids` / `dist_logprobs`), e.g. for a KL between the phases.
+        """
         return cls("score", prompt, answer, phases=phases, dist_top_k=dist_top_k)
 
     @classmethod
@@ -74,6 +84,14 @@ class Request:
         top_k: int = 0,
         seed: int = 0,
     ) -> Request:
+        """A continuation of `prompt` of at most `max_new_tokens` (> 0) tokens.
+
+        phases: PRE, POST (default) or BOTH, as for `score`.
+        top_k: 0 (default) decodes greedily; k > 0 samples each token from the k most likely ones.
+        seed: seeds this request's own generator when sampling, so the continuation does not depend
+            on the other requests in its batch (derive it with `case_seed(options.seed, prompt)`
+            to make pre- and post-edit samples start from the same draw).
+        """
         return cls("generate", prompt, phases=phases, max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
 
     def identity(self) -> dict[str, Any]:
@@ -97,12 +115,25 @@ class Request:
 
 @dataclass(frozen=True)
 class TokenScores:
-    """Teacher-forced answer scoring: one entry per answer token, in order.
+    """Teacher-forced answer scoring on one phase's model: one entry per answer token, in order.
 
-    `dist_ids[i]` / `dist_logprobs[i]`: for a request with `dist_top_k`, the ids of the unedited
-    model's `dist_top_k` most likely next tokens at answer position i and their log-probabilities
-    under the model this outcome comes from (the post-edit outcome is read at the pre-edit ids so
-    the two can be compared); empty otherwise.
+    Entry i is about answer token i, predicted from the prompt and the gold answer tokens before
+    it (never from the model's own earlier predictions). Every field but `gold_ids` and `dist_ids`
+    comes from the model of the phase the outcome was read for (`outcomes.scores(request, phase)`).
+
+    pred_ids: the model's most likely token (argmax) at each position.
+    gold_ids: the answer's own tokens (the same on both phases).
+    logprobs: the natural-log probability of each gold token.
+    gold_ranks: the rank of each gold token among the whole vocabulary, 1 = most likely (ties
+        counted in its favour: 1 + the number of tokens strictly more likely). This is the rank to
+        report; the order of `dist_ids` is not this model's order after an edit.
+    dist_ids: for a request with `dist_top_k` = k, the UNEDITED model's k most likely ids at each
+        position, most likely first; the post-edit outcome carries the very same ids (so that the
+        two distributions are compared on one support), hence its order is the unedited model's.
+        Empty without `dist_top_k`.
+    dist_logprobs: the log-probabilities of `dist_ids` under this phase's model, aligned with
+        `dist_ids` (after an edit they need not be in decreasing order). Empty without
+        `dist_top_k`.
     """
 
     pred_ids: tuple[int, ...]
@@ -110,6 +141,7 @@ class TokenScores:
     logprobs: tuple[float, ...]
     dist_ids: tuple[tuple[int, ...], ...] = ()
     dist_logprobs: tuple[tuple[float, ...], ...] = ()
+    gold_ranks: tuple[int, ...] = ()
 
     @property
     def accuracy(self) -> float:
@@ -127,6 +159,7 @@ class TokenScores:
             "logprobs": list(self.logprobs),
             "dist_ids": [list(x) for x in self.dist_ids],
             "dist_logprobs": [list(x) for x in self.dist_logprobs],
+            "gold_ranks": list(self.gold_ranks),
         }
 
     @classmethod
@@ -137,12 +170,18 @@ class TokenScores:
             tuple(data["logprobs"]),
             tuple(tuple(x) for x in data["dist_ids"]),
             tuple(tuple(x) for x in data["dist_logprobs"]),
+            tuple(data["gold_ranks"]),
         )
 
 
 @dataclass(frozen=True)
 class Generation:
-    """A continuation: its token ids (end-of-sequence excluded) and their decoded text."""
+    """A continuation on one phase's model.
+
+    token_ids: the new tokens only (the prompt excluded), cut before the first end-of-sequence
+        token; at most the request's `max_new_tokens`, fewer when the model stopped.
+    text: `token_ids` decoded with special tokens skipped (no prompt in front).
+    """
 
     token_ids: tuple[int, ...]
     text: str
@@ -163,7 +202,13 @@ def outcome_from_json(kind: str, data: Mapping[str, Any]) -> Outcome:
 
 
 class Outcomes:
-    """The outcomes of one case's requests, by phase, as `Metric.score` sees them."""
+    """The outcomes of one case's requests, by phase, as `Metric.score` sees them.
+
+    Look an outcome up with a request equal to one the metric returned from `requests` (phases
+    aside) and a phase among those it asked for: `scores` for a score request, `generation` for a
+    generate request. When the evaluator scores the unedited model alone (`evaluate_pre`), both
+    phases are that model's outcome.
+    """
 
     def __init__(self, case_id: str, pre: Mapping[Request, Outcome], post: Mapping[Request, Outcome]):
         self.case_id = case_id

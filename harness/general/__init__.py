@@ -12,14 +12,13 @@ mode (which the HF libraries read at import time).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from harness.api import HarnessError
-from harness.cache import atomic_write_bytes, cache_dir, content_key
+from harness.cache import ArtifactCache, content_key
 from harness.general.environment import INSTALL_HINT, LmEvalMissingError, prepare_environment, require_lmeval
 from harness.general.results import GeneralResult, read_results
+from harness.ground import HarnessError
 
 if TYPE_CHECKING:
     from harness.models.handle import ModelHandle
@@ -127,8 +126,8 @@ def general_before(
     max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
     offline: bool | None = None,
 ) -> dict[str, GeneralResult]:
-    """`evaluate_general` for the unedited model, computed once and then read from
-    `cache_dir("general")`. The key is the model's fingerprint, the task names, the include
+    """`evaluate_general` for the unedited model, computed once and then read from the
+    "general" artifact cache. The key is the model's fingerprint, the task names, the include
     folder's content, limit, shots, seed, generation cap and lm-eval's version.
 
     The handle's fingerprint is taken when first asked for, so call this before editing or after
@@ -146,21 +145,20 @@ def general_before(
         max_gen_toks,
         version,
     )
-    path = cache_dir("general") / f"{key}.json"
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        return {name: GeneralResult.from_json(stored[name]) for name in tasks}
-    results = evaluate_general(
-        handle,
-        tasks,
-        include_path=folder,
-        limit=limit,
-        num_fewshot=num_fewshot,
-        batch_size=batch_size,
-        seed=seed,
-        max_gen_toks=max_gen_toks,
-        offline=offline,
-    )
-    payload = {name: result.to_json() for name, result in results.items()}
-    atomic_write_bytes(path, json.dumps(payload, indent=1, sort_keys=True).encode())
-    return results
+
+    def compute() -> dict[str, Any]:
+        results = evaluate_general(
+            handle,
+            tasks,
+            include_path=folder,
+            limit=limit,
+            num_fewshot=num_fewshot,
+            batch_size=batch_size,
+            seed=seed,
+            max_gen_toks=max_gen_toks,
+            offline=offline,
+        )
+        return {name: result.to_json() for name, result in results.items()}
+
+    stored = ArtifactCache("general").get_or_compute(key, compute)
+    return {name: GeneralResult.from_json(stored[name]) for name in tasks}

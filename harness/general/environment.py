@@ -14,8 +14,8 @@ import os
 import socket
 import sys
 
-from harness.api import HarnessError
 from harness.cache import cache_dir
+from harness.ground import HarnessError
 
 INSTALL_HINT = "pip install 'knowedit-harness[lmeval]'"
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.api import HarnessError
+from harness.ground import HarnessError
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from tqdm import tqdm
 
-from harness.api import HarnessError
 from harness.general.guards import eval_mode, quiet_logs, seeded_then_restored, weights_left_untied
+from harness.ground import HarnessError
 
 if TYPE_CHECKING:
     from harness.models.handle import ModelHandle

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.api import HarnessError
+from harness.ground import HarnessError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -89,6 +89,14 @@ def _config_int(config: object, *names: str) -> int | None:
     return None
 
 
+def config_num_layers(config: object) -> int:
+    """The number of transformer layers a transformers config declares (0 when it declares none).
+
+    The one reading of the depth: the adapter of a loaded model and the plan-time check of layer
+    hyperparameters (`harness.models.shape`, before any weights load) agree by construction."""
+    return _config_int(config, "num_hidden_layers", "n_layer") or 0
+
+
 class ArchitectureAdapter:
     """Names and sizes of one loaded model's editable parts."""
 
@@ -106,7 +114,7 @@ class ArchitectureAdapter:
         self.family: str = layout.family
         self.model_type: str = model_type
         self.out_weight_transposed: bool = layout.out_weight_transposed
-        self.num_layers: int = _config_int(config, "num_hidden_layers", "n_layer") or 0
+        self.num_layers: int = config_num_layers(config)
         self.hidden_size: int = _config_int(config, "hidden_size", "n_embd") or 0
         inner = _config_int(config, "intermediate_size", "n_inner")
         self.intermediate_size: int = inner if inner is not None else 4 * self.hidden_size

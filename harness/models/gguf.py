@@ -8,17 +8,16 @@ without it, and saved; every later load reads the safetensors in about a second.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
-from harness.cache import cache_dir, content_key
+from harness.cache import ArtifactCache, content_key
 
 
 def converted_folder(gguf_path: Path) -> Path:
     """The cache folder of a GGUF file's conversion, converting it first if it is not there yet.
 
-    Conversion writes to a private temporary folder that is renamed into place, so processes
+    The key is the file's resolved path, size and modification time and transformers' version;
+    the folder is built privately and renamed into place (`ArtifactCache.folder`), so processes
     converting the same file at once never read each other's half-written output."""
     import transformers
 
@@ -26,20 +25,9 @@ def converted_folder(gguf_path: Path) -> Path:
     key = content_key(
         "gguf", str(gguf_path.resolve()), stat.st_size, stat.st_mtime_ns, transformers.__version__
     )
-    target = cache_dir("models") / f"{gguf_path.stem}-{key[:16]}"
-    if target.is_dir():
-        return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _convert(gguf_path, tmp)
-        os.rename(tmp, target)
-    except OSError:
-        if not target.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return ArtifactCache("models").folder(
+        f"{gguf_path.stem}-{key[:16]}", lambda out: _convert(gguf_path, out)
+    )
 
 
 def _convert(gguf_path: Path, out: Path) -> None:

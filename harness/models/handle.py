@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness.api import AppliedEdit, HarnessError
+from harness.ground import AppliedEdit, HarnessError
 from harness.models.adapters import ArchitectureAdapter
 
 if TYPE_CHECKING:

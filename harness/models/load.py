@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from harness.api import HarnessError
+from harness.ground import HarnessError
 from harness.models.gguf import converted_folder
 from harness.models.handle import ModelHandle
 from harness.models.tokenization import ensure_pad_token
@@ -54,19 +54,6 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     return resolved
 
 
-def _alias_target(spec: str) -> tuple[str, str] | None:
-    """(location, source) of a plugin-registered alias, or None if `spec` is no alias."""
-    from harness.plugins import get_registry
-
-    registry = get_registry()
-    if spec not in registry.names("models"):
-        return None
-    component = registry.get("models", spec)
-    target = component.load()
-    location = target() if callable(target) else target
-    return str(location), str(component.info.get("source", location))
-
-
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
@@ -100,9 +87,8 @@ def _hub_folder(repo_id: str, trust_remote_code: bool) -> str:
         ) from None
 
 
-def _locate(spec: str, trust_remote_code: bool) -> tuple[Path, str]:
+def _locate(spec: str, trust_remote_code: bool, alias: tuple[str, str] | None) -> tuple[Path, str]:
     """The local folder holding the model `spec` names, and a description of where it came from."""
-    alias = _alias_target(spec)
     location, source = alias if alias else (spec, spec)
     path = Path(location).expanduser()
     if path.is_file():
@@ -149,16 +135,19 @@ def load_model(
     trust_remote_code: bool = False,
     device_map: str | None = None,
     verify: bool = False,
+    alias: tuple[str, str] | None = None,
 ) -> ModelHandle:
     """Load a model for editing, in eval mode, with a pad token set.
 
     `device_map="auto"` spreads a model too large for one GPU over all of them (and the CPU); then
-    `device` only decides the default dtype. `verify` turns on restore verification.
+    `device` only decides the default dtype. `verify` turns on restore verification. `alias` is
+    `(location, source)` when `spec` is a plugin-registered model alias, as the caller's registry
+    resolves it (`registry.models.locate(spec)`); the handle keeps the alias as its name.
     """
     spec = str(spec)
     resolved = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, resolved)
-    folder, source = _locate(spec, trust_remote_code)
+    folder, source = _locate(spec, trust_remote_code, alias)
     model, tokenizer = _load_folder(
         folder, dtype=torch_dtype, device_map=device_map, trust_remote_code=trust_remote_code
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from harness.api import HarnessError
+from harness.ground import HarnessError
 
 
 def package_file(package: str, filename: str, *, install: str) -> Path:

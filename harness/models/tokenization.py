@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from harness.api import HarnessError
+from harness.ground import HarnessError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -1,347 +1,271 @@
-"""Running a plan locally: per model one load, per job its cases edited, scored and written.
+"""Running scheduled jobs locally: per model one load, per job its steps applied, scored and written.
 
-Resuming is part of the loop, not an afterthought: before a job starts, the rows already in
-cases.jsonl are known, a finished job is skipped without loading anything, and inside a job a
-chunk whose rows all exist is not scored again. Undo modes skip such chunks outright; sequential
-mode re-applies them (same seed per chunk, so the same edit) to rebuild the model state that the
-remaining cases are edited on.
+Everything that can refuse a run has been refused by the plan (`build_plan`, `schedule`); this
+module only executes. Resuming is part of the loop: a job whose rows are all in cases.jsonl is
+skipped without loading anything, and inside a job a step whose rows all exist is not scored
+again. Undo modes skip such a step outright; sequential mode applies it again (same seed, so the
+same edit) to rebuild the model state that the remaining cases are edited on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tqdm import tqdm
 
-from harness.api import AppliedEdit, EditCase, HarnessError, Method
+from harness.ground import AppliedEdit, Metric, MetricInfo
 from harness.runs import modes
 from harness.runs.catalog import Catalog
 from harness.runs.general import GeneralCheck
 from harness.runs.modes import Step, Tagged
-from harness.runs.plan import Job, RunConfig
-from harness.runs.provenance import now
+from harness.runs.plan import Job, RunConfig, task_metrics
+from harness.runs.schedule import JobSchedule, Warn, warn_stderr
 from harness.runs.store import RowKey, RunStore
 from harness.seeding import case_seed, seed_everything
 
-#: Share of a job's edits that may leave edit_succ at or below the unedited model before we warn.
+#: Share of a job's edits that may leave its edit-success metrics (`MetricInfo.edit_success`) no
+#: better than on the unedited model before we warn.
 STUCK_SHARE = 0.5
-
-Warn = Callable[[str], None]
-
-
-def _warn_stderr(message: str) -> None:
-    tqdm.write(f"warning: {message}", file=sys.stderr)
-
-
-@dataclass
-class JobCases:
-    """The cases of one job, tagged with their task, in editing order."""
-
-    ordered: list[Tagged]
-    by_task: dict[str, list[EditCase]] = field(default_factory=dict)
-
-
-class Executor:
-    def __init__(
-        self,
-        config: RunConfig,
-        jobs: Sequence[Job],
-        store: RunStore,
-        catalog: Catalog,
-        *,
-        manifest: dict[str, Any],
-        device: str = "auto",
-        progress: bool = True,
-        warn: Warn = _warn_stderr,
-        general: GeneralCheck | None = None,
-    ) -> None:
-        self.config = config
-        self.jobs = list(jobs)
-        self.store = store
-        self.catalog = catalog
-        self.manifest = manifest
-        self.device = device
-        self.progress = progress
-        self.warn = warn
-        self.general = general
-        self._loaded: dict[tuple[str, str], tuple[EditCase, ...]] = {}
-
-    # -- cases ------------------------------------------------------------------------------
-
-    def load_split(self, task: str, split: str) -> tuple[EditCase, ...]:
-        if (task, split) not in self._loaded:
-            loaded = self.catalog.task(task).load(
-                split=split, data_dir=self.config.data_dir, skip_invalid=self.config.skip_invalid
-            )
-            if loaded.skipped:
-                self.warn(
-                    f"task {task!r}: {len(loaded.skipped)} invalid records of {loaded.source} skipped "
-                    f"(first: {loaded.skipped[0]}); run `harness validate {loaded.source} --task {task}`"
-                )
-            self._loaded[(task, split)] = loaded.cases
-        return self._loaded[(task, split)]
-
-    def job_cases(self, job: Job) -> JobCases:
-        method = self.catalog.method(job.method)
-        per_task = []
-        by_task = {}
-        for task in job.tasks:
-            cases = self.editable(job, method, self.load_split(task, self.config.split)[: self.config.limit])
-            by_task[task] = cases
-            per_task.append([Tagged(task, c) for c in cases])
-        ordered = modes.interleave(per_task, self.config.seed) if len(job.tasks) > 1 else per_task[0]
-        return JobCases(ordered, by_task)
-
-    def editable(self, job: Job, method: Method, cases: Sequence[EditCase]) -> list[EditCase]:
-        """The cases the job's method can edit (`Method.check_case`), asked before any model loads:
-        a case it cannot edit stops the run now, or with --skip-invalid is left out with a warning."""
-        problems = {c.case_id: problem for c in cases if (problem := method.check_case(c))}
-        if not problems:
-            return list(cases)
-        first = next(iter(problems.values()))
-        count = f"{len(problems)} of {len(cases)} cases"
-        if not self.config.skip_invalid:
-            raise HarnessError(
-                f"{job.key}: {job.method} cannot edit {count} (first: {first}); fix the data, leave "
-                f"this method or task out, or pass --skip-invalid to skip such cases"
-            )
-        self.warn(f"{job.key}: {count} skipped that {job.method} cannot edit (first: {first})")
-        return [c for c in cases if c.case_id not in problems]
-
-    def job_steps(self, job: Job, cases: JobCases) -> list[Step]:
-        return modes.steps(cases.ordered, job.batch_size, sequential=not job.undoes, eval_at=job.eval_at)
-
-    @staticmethod
-    def expected(job: Job, steps: Sequence[Step]) -> set[RowKey]:
-        return {
-            (job.key, t.task, t.case.case_id, protocol)
-            for step in steps
-            for protocol, tagged in step.score
-            for t in tagged
-        }
-
-    # -- running ----------------------------------------------------------------------------
-
-    def run(self) -> None:
-        done = self.store.done()
-        pending: dict[str, list[tuple[Job, JobCases, list[Step]]]] = {}
-        for job in self.jobs:
-            cases = self.job_cases(job)
-            steps = self.job_steps(job, cases)
-            self._record_job(job, n_cases=len(cases.ordered))
-            if not self.expected(job, steps) <= done or self.general_missing(job):
-                pending.setdefault(job.model, []).append((job, cases, steps))
-        for model, work in pending.items():
-            handle = self._load_model(model)
-            evaluators: dict[str, Any] = {}
-            for job, cases, steps in work:
-                JobRunner(self, handle, evaluators, job, cases, steps, done).run()
-
-    def general_missing(self, job: Job) -> bool:
-        return self.general is not None and job.key not in self.manifest.get("general", {})
-
-    def _record_job(self, job: Job, *, n_cases: int) -> None:
-        record = self.manifest.setdefault("jobs", {}).setdefault(job.key, {})
-        record.update(
-            key=job.key,
-            model=job.model,
-            method=job.method,
-            tasks=list(job.tasks),
-            mode=job.mode,
-            batch_size=job.batch_size,
-            eval_at=list(job.eval_at),
-            train_task=job.train_task,
-            overrides=dict(job.overrides),
-            n_cases=n_cases,
-        )
-
-    def _load_model(self, model: str) -> Any:
-        from harness.models import load_model
-
-        started = time.perf_counter()
-        handle = load_model(model, device=self.device)
-        self.manifest.setdefault("models", {})[model] = {
-            "fingerprint": handle.fingerprint(),
-            "source": handle.source,
-            "device": str(handle.device),
-            "dtype": str(handle.dtype).removeprefix("torch."),
-            "family": handle.adapter.family,
-            "load_s": round(time.perf_counter() - started, 3),
-        }
-        self.store.write_manifest(self.manifest)
-        return handle
-
-    def evaluator_for(self, handle: Any, evaluators: dict[str, Any], task: str) -> Any:
-        if task not in evaluators:
-            from harness.evaluation.evaluator import Evaluator
-            from harness.evaluation.options import EvalOptions
-
-            names = self.catalog.task(task).metrics
-            metrics = [self.catalog.registry.load("metrics", name) for name in names]
-            options = EvalOptions(alias_policy=self.config.alias_policy, seed=self.config.seed)
-            evaluators[task] = Evaluator(handle, metrics, options=options)
-            self.manifest.setdefault("evaluation", {})[task] = evaluators[task].settings()
-        return evaluators[task]
 
 
 def _finite(scores: Mapping[str, float]) -> dict[str, float]:
     return {k: v for k, v in scores.items() if math.isfinite(v)}
 
 
-class JobRunner:
-    """One job on a loaded model."""
+def _gained(info: MetricInfo, before: float, after: float) -> bool:
+    """Whether a score moved the better way, or (a fraction where higher is better) reached 1."""
+    if info.higher_is_better:
+        return after > before or (info.is_fraction and after >= 1.0)
+    return after < before
 
+
+def _edit_success(
+    metrics: Sequence[Metric], pre: Mapping[str, float], post: Mapping[str, float]
+) -> list[Metric]:
+    """The metrics that say whether the edit took (`MetricInfo.edit_success`) and scored the case
+    before and after it."""
+    return [m for m in metrics if m.info.edit_success and m.name in pre and m.name in post]
+
+
+def _no_gain(judged: Sequence[Metric], pre: Mapping[str, float], post: Mapping[str, float]) -> bool:
+    """Whether an edit left every one of these metrics no better than on the unedited model."""
+    return not any(_gained(m.info, pre[m.name], post[m.name]) for m in judged)
+
+
+class Executor:
     def __init__(
         self,
-        executor: Executor,
-        handle: Any,
-        evaluators: dict[str, Any],
-        job: Job,
-        cases: JobCases,
-        steps: list[Step],
-        done: set[RowKey],
+        config: RunConfig,
+        schedules: Sequence[JobSchedule],
+        store: RunStore,
+        catalog: Catalog,
+        *,
+        device: str = "auto",
+        progress: bool = True,
+        warn: Warn = warn_stderr,
+        general: GeneralCheck | None = None,
     ) -> None:
-        self.x = executor
+        self.config = config
+        self.schedules = list(schedules)
+        self.store = store
+        self.catalog = catalog
+        self.device = device
+        self.progress = progress
+        self.warn = warn
+        self.general = general
+
+    def run(self) -> None:
+        done = self.store.done()
+        for s in self.schedules:
+            self.store.record_job(s.job, n_cases=len(s.ordered))
+        pending = [s for s in self.schedules if not s.row_keys() <= done or self.general_due(s.job)]
+        for model in dict.fromkeys(s.job.model for s in pending):
+            handle = self._load_model(model)
+            evaluators = _Evaluators(handle, self.catalog, self.config, self.store)
+            for s in pending:
+                if s.job.model == model:
+                    _JobRun(self, handle, evaluators, s, done).run()
+
+    def general_due(self, job: Job) -> bool:
+        """Whether the job still lacks the general check that the run asks for."""
+        return self.general is not None and job.key not in self.store.general_records()
+
+    def _load_model(self, model: str) -> Any:
+        from harness.models import load_model
+
+        started = time.perf_counter()
+        handle = load_model(model, device=self.device, alias=self.catalog.registry.models.locate(model))
+        self.store.record_model(model, handle, load_s=time.perf_counter() - started)
+        return handle
+
+
+class _Evaluators:
+    """One evaluator per task on one loaded model, made on first use (its settings go to the
+    manifest)."""
+
+    def __init__(self, handle: Any, catalog: Catalog, config: RunConfig, store: RunStore) -> None:
+        self.handle = handle
+        self.catalog = catalog
+        self.config = config
+        self.store = store
+        self._by_task: dict[str, Any] = {}
+
+    def __call__(self, task: str) -> Any:
+        if task not in self._by_task:
+            from harness.evaluation.evaluator import Evaluator
+            from harness.evaluation.options import EvalOptions
+
+            names = task_metrics(self.catalog, self.config, task)
+            metrics = [self.catalog.registry.metrics.load(name) for name in names]
+            options = EvalOptions(alias_policy=self.config.alias_policy, seed=self.config.seed)
+            self._by_task[task] = Evaluator(self.handle, metrics, options=options)
+            self.store.record_evaluation(task, self._by_task[task].settings())
+        return self._by_task[task]
+
+
+class _JobRun:
+    """One job on a loaded model: fit (cross-domain), then the steps, then the general check."""
+
+    def __init__(
+        self, x: Executor, handle: Any, evaluators: _Evaluators, schedule: JobSchedule, done: set[RowKey]
+    ) -> None:
+        self.x = x
         self.handle = handle
         self.evaluators = evaluators
-        self.job = job
-        self.cases = cases
-        self.steps = steps
+        self.s = schedule
+        self.job = schedule.job
         self.done = done
-        self.method = executor.catalog.method(job.method)
+        self.method = x.catalog.method(self.job.method)
+        self.hparams: Mapping[str, Any] = {}
         self.pre: dict[tuple[str, str], dict[str, float]] = {}
-        self.stuck = 0
-        self.scored = 0
+        self.active: list[AppliedEdit] = []
+        self.no_gain: list[bool] = []
+        #: The edit-success metrics that the job's scores came from, named in the warning.
+        self.judged: dict[str, None] = {}
 
     def run(self) -> None:
         from harness.hparams import resolve_hparams
 
-        hparams = resolve_hparams(self.method, self.handle, self.job.overrides)
-        record = self.x.manifest["jobs"][self.job.key]
-        record["hparams"] = hparams
-        record.setdefault("started", now())
-        self.x.store.write_manifest(self.x.manifest)
-        self._prepare()
-        general_before = self.x.general.before(self.handle) if self._general_due() else None
+        self.hparams = resolve_hparams(self.method, self.handle, self.job.overrides)
+        self.x.store.record_job_started(self.job, self.hparams)
+        self._score_pre()
+        general_before = self.x.general.before(self.handle) if self.x.general_due(self.job) else None
         if self.job.train_task:
-            train = self.x.load_split(self.job.train_task, "train")
             seed_everything(case_seed(self.x.config.seed, f"fit:{self.job.train_task}"))
-            self.method.fit(self.handle, train, hparams)
-        active: list[AppliedEdit] = []
+            self.method.fit(self.handle, self.s.train, self.hparams)
         try:
-            self._edit_loop(hparams, active)
+            self._steps()
             if general_before is not None:
-                self._general(hparams, active, general_before)
+                self._general(general_before)
         finally:
-            while active:
-                active.pop().undo()
-        record["finished"] = now()
-        self.x.store.write_manifest(self.x.manifest)
-        if self.scored and self.stuck > STUCK_SHARE * self.scored:
+            while self.active:
+                self.active.pop().undo()
+        self.x.store.record_job_finished(self.job)
+        stuck = sum(self.no_gain)
+        if self.no_gain and stuck > STUCK_SHARE * len(self.no_gain):
             self.x.warn(
-                f"{self.job.key}: {self.stuck} of {self.scored} edits did not raise edit_succ above the "
-                f"unedited model's; the method may be mis-configured for this model (check its layers "
-                f"and learning rate with --set KEY=VALUE, see `harness list methods`)"
+                f"{self.job.key}: {stuck} of {len(self.no_gain)} edits did not improve "
+                f"{', '.join(self.judged)} over the unedited model; the method may be mis-configured for "
+                f"this model (check its layers and learning rate with --set KEY=VALUE, see `harness list "
+                f"methods`)"
             )
 
-    def _prepare(self) -> None:
-        for task, cases in self.cases.by_task.items():
-            evaluator = self.x.evaluator_for(self.handle, self.evaluators, task)
-            evaluator.prepare(cases)
-            for case, scores in zip(cases, evaluator.evaluate_pre(cases), strict=True):
-                self.pre[(task, case.case_id)] = _finite(scores)
-
-    def _apply(self, chunk: Sequence[Tagged], hparams: Mapping[str, Any]) -> tuple[AppliedEdit, float]:
-        seed_everything(case_seed(self.x.config.seed, chunk[0].case.case_id))
-        started = time.perf_counter()
-        applied = self.method.apply(self.handle, [t.case for t in chunk], hparams)
-        return applied, time.perf_counter() - started
-
-    def _edit_loop(self, hparams: Mapping[str, Any], active: list[AppliedEdit]) -> None:
-        """Edits stay in `active` until the caller undoes them (all of them, in sequential mode)."""
-        total = len(self.cases.ordered)
+    def _steps(self) -> None:
+        """The job loop: apply each step's chunk, score what it asks for that is not yet in
+        cases.jsonl, and (undo modes) take the edit back."""
         bar = tqdm(
-            total=total,
+            total=len(self.s.ordered),
             desc=f"{self.job.method} {self.job.task_label} {self.job.mode}",
             unit="case",
             file=sys.stderr,
             disable=not self.x.progress,
             dynamic_ncols=True,
         )
-        try:
-            for step in self.steps:
-                missing = [
-                    (protocol, [t for t in tagged if self._key(t, protocol) not in self.done])
-                    for protocol, tagged in step.score
-                ]
-                missing = [(p, ts) for p, ts in missing if ts]
-                if not missing and self.job.undoes:
-                    bar.update(len(step.chunk))
-                    continue
-                applied, apply_s = self._apply(step.chunk, hparams)
-                active.append(applied)
-                try:
-                    context = "".join(a.context for a in active)
-                    for protocol, tagged in missing:
-                        self._score(protocol, tagged, context, step.edits, apply_s)
-                finally:
-                    if self.job.undoes:
-                        active.pop().undo()
+        with bar:
+            for step in self.s.steps:
+                todo = self._unscored(step)
+                if todo or not self.job.undoes:  # sequential replays a finished step's edit
+                    with self._applied(step.chunk) as apply_s:
+                        context = "".join(a.context for a in self.active)
+                        for protocol, tagged in todo:
+                            self._score(protocol, tagged, context, step.edits, apply_s)
                 bar.update(len(step.chunk))
-        finally:
-            bar.close()
 
-    def _key(self, tagged: Tagged, protocol: str) -> RowKey:
-        return (self.job.key, tagged.task, tagged.case.case_id, protocol)
+    def _unscored(self, step: Step) -> list[tuple[str, list[Tagged]]]:
+        todo = [
+            (protocol, [t for t in tagged if self.s.row_key(t, protocol) not in self.done])
+            for protocol, tagged in step.score
+        ]
+        return [(protocol, tagged) for protocol, tagged in todo if tagged]
+
+    def _apply(self, chunk: Sequence[Tagged]) -> float:
+        """Edit the chunk's cases (seeded by its first case) onto the model; seconds taken."""
+        seed_everything(case_seed(self.x.config.seed, chunk[0].case.case_id))
+        started = time.perf_counter()
+        self.active.append(self.method.apply(self.handle, [t.case for t in chunk], self.hparams))
+        return time.perf_counter() - started
+
+    @contextlib.contextmanager
+    def _applied(self, chunk: Sequence[Tagged]) -> Iterator[float]:
+        """The chunk's edit in place for the body, then undone in the undo modes."""
+        apply_s = self._apply(chunk)
+        try:
+            yield apply_s
+        finally:
+            if self.job.undoes:
+                self.active.pop().undo()
+
+    def _score_pre(self) -> None:
+        for task, cases in self.s.cases.items():
+            evaluator = self.evaluators(task)
+            evaluator.prepare(cases)
+            for case, scores in zip(cases, evaluator.evaluate_pre(cases), strict=True):
+                self.pre[(task, case.case_id)] = _finite(scores)
 
     def _score(
         self, protocol: str, tagged: Sequence[Tagged], context: str, edits: int, apply_s: float
     ) -> None:
         for task in dict.fromkeys(t.task for t in tagged):
             group = [t for t in tagged if t.task == task]
-            evaluator = self.x.evaluator_for(self.handle, self.evaluators, task)
             started = time.perf_counter()
             contexts = {t.case.case_id: context for t in group} if context else None
-            post = evaluator.evaluate([t.case for t in group], contexts=contexts)
+            post = self.evaluators(task).evaluate([t.case for t in group], contexts=contexts)
             eval_s = (time.perf_counter() - started) / len(group)
             for t, scores in zip(group, post, strict=True):
                 self._write(t, protocol, _finite(scores), edits, {"apply_s": apply_s, "eval_s": eval_s})
 
     def _write(self, t: Tagged, protocol: str, post: dict[str, float], edits: int, timing: dict) -> None:
         pre = self.pre[t.key]
-        row = {
-            "case_id": t.case.case_id,
-            "job": self.job.key,
-            "model": self.job.model,
-            "method": self.job.method,
-            "task": t.task,
-            "mode": self.job.mode,
-            "protocol": protocol,
-            "edits": edits,
-            "pre": pre,
-            "post": post,
-            "timing": {k: round(v, 4) for k, v in timing.items()},
-        }
-        self.x.store.append(row)
-        self.done.add(self._key(t, protocol))
-        if protocol == modes.IMMEDIATE and "edit_succ" in post and "edit_succ" in pre:
-            self.scored += 1
-            self.stuck += post["edit_succ"] <= pre["edit_succ"] and post["edit_succ"] < 1.0
+        self.x.store.append(
+            {
+                "case_id": t.case.case_id,
+                "job": self.job.key,
+                "model": self.job.model,
+                "method": self.job.method,
+                "task": t.task,
+                "mode": self.job.mode,
+                "protocol": protocol,
+                "edits": edits,
+                "pre": pre,
+                "post": post,
+                "timing": {k: round(v, 4) for k, v in timing.items()},
+            }
+        )
+        judged = _edit_success(self.evaluators(t.task).metrics, pre, post)
+        if protocol == modes.IMMEDIATE and judged:
+            self.no_gain.append(_no_gain(judged, pre, post))
+            self.judged.update(dict.fromkeys(m.name for m in judged))
 
-    def _general_due(self) -> bool:
-        return self.x.general is not None and self.x.general_missing(self.job)
-
-    def _general(self, hparams: Mapping[str, Any], active: list[AppliedEdit], before: dict[str, Any]) -> None:
+    def _general(self, before: dict[str, Any]) -> None:
         """The general-capability check after the job's edits: in sequential mode on the model after
         its last edit; in the undo modes on `--general-edits` cases edited one after another."""
         if self.job.undoes:
-            for tagged in self.cases.ordered[: self.x.config.general_edits]:
-                active.append(self._apply([tagged], hparams)[0])
-        edits = sum(len(s.chunk) for s in self.steps) if not self.job.undoes else len(active)
-        record = self.x.general.after(self.handle, before, edits)
-        self.x.manifest.setdefault("general", {})[self.job.key] = record
+            for tagged in self.s.ordered[: self.x.config.general_edits]:
+                self._apply([tagged])
+        edits = len(self.active) if self.job.undoes else len(self.s.ordered)
+        self.x.store.record_general(self.job, self.x.general.after(self.handle, before, edits))

@@ -5,9 +5,13 @@ Layouts: `wide` is one row per result with a column per metric (every sub-score 
 sorting and for machines; `knowedit` is the shape of the KnowEdit paper's table, one row per task
 and headline metric with a column per method, which fits a terminal and a paper.
 
-Scores are shown x100 as in the KnowEdit tables; quantities that are not fractions (fluency in
-bits, perplexity, ConvSent's KL locality) are shown as they are. The JSON format keeps the raw
-fractions, for machines. A metric that does not apply to a row leaves its cell empty.
+What a metric's numbers mean comes from its metadata (`MetricInfo`), which each summary records
+and each merged row carries (`metric_info`): fractions are shown x100 as in the KnowEdit tables,
+every other unit (bits, nats, perplexity, rank, ...) as it is, and the headline places order the
+columns. A summary from before metrics declared metadata is completed by the command layer from the
+installed plugins (`complete_metric_info`); a name nobody describes counts as a fraction. The JSON
+format keeps the raw values, for machines. A metric that does not apply to a row leaves its cell
+empty.
 """
 
 from __future__ import annotations
@@ -15,25 +19,35 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.api import HarnessError
+from harness.ground import HarnessError, MetricInfo
+from harness.runs.summary import headline_metrics, headline_scores, info_of, read_metric_info
 from harness.schemas import format_issues, read_json, validate_document
 
 FORMATS = ("text", "markdown", "latex", "html", "json")
 LAYOUTS = ("wide", "knowedit")
-#: Columns first in this order (the KnowEdit table's), then every other metric alphabetically.
-LEADING_METRICS = ("edit_succ", "generalization", "portability", "locality", "fluency")
 KEY_COLUMNS = ("model", "method", "task", "mode", "n")
 _TABLEFMT = {"text": "simple", "markdown": "github", "latex": "latex_booktabs"}
 
 
-def is_fraction(metric: str) -> bool:
-    """Whether a metric key is a score in [0, 1] (shown x100)."""
-    base = metric.split(".", 1)[0]
-    return base not in ("fluency", "perplexity") and not base.endswith("_kl")
+def metric_names(summary: Mapping[str, Any]) -> list[str]:
+    """The metrics whose scores a summary holds, sub-scores (`name.group`) counted as `name`."""
+    return sorted({key.split(".", 1)[0] for result in summary["results"] for key in result["metrics"]})
+
+
+def complete_metric_info(
+    summary: Mapping[str, Any], lookup: Callable[[str], MetricInfo | None]
+) -> dict[str, Any]:
+    """The summary with metadata for each of its metrics that it does not record, from `lookup`
+    (the command layer asks the installed plugins); a name `lookup` returns None for stays without."""
+    recorded = dict(summary.get("metric_info", {}))
+    for name in metric_names(summary):
+        if name not in recorded and (info := lookup(name)) is not None:
+            recorded[name] = info.to_json()
+    return {**summary, "metric_info": recorded}
 
 
 def load_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -61,9 +75,11 @@ def _mode_label(result: Mapping[str, Any]) -> str:
 
 
 def merge(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per result of every run: key columns, raw metric values, general figures."""
+    """One row per result of every run: key columns, raw metric values, general figures, and the
+    metadata of the row's metrics as its run recorded it (`metric_info`)."""
     rows = []
     for summary in summaries:
+        recorded = summary.get("metric_info", {})
         for result in summary["results"]:
             row: dict[str, Any] = {
                 "model": result["model"],
@@ -73,6 +89,8 @@ def merge(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "n": result["n_cases"],
                 "metrics": dict(result["metrics"]),
             }
+            names = {key.split(".", 1)[0] for key in result["metrics"]}
+            row["metric_info"] = {name: dict(recorded[name]) for name in sorted(names & set(recorded))}
             for name, figures in result.get("general", {}).items():
                 row["metrics"][f"general:{name}"] = figures["after"]
                 row["metrics"][f"general:{name}:before"] = figures["before"]
@@ -80,26 +98,37 @@ def merge(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _table_info(rows: Sequence[Mapping[str, Any]]) -> dict[str, MetricInfo]:
+    """One metadata entry per metric for the order of columns, from the first row that has it."""
+    merged: dict[str, MetricInfo] = {}
+    for row in rows:
+        for name, info in read_metric_info(row).items():
+            merged.setdefault(name, info)
+    return merged
+
+
 def metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The headline metrics in their order, then every other key alphabetically."""
     present = {key for row in rows for key in row["metrics"]}
-    leading = [m for m in LEADING_METRICS if m in present]
+    leading = [m for m in headline_metrics(_table_info(rows)) if m in present]
     return leading + sorted(present - set(leading))
 
 
-def _cell(metric: str, value: float | None) -> str:
+def _cell(value: float | None, info: MetricInfo) -> str:
+    """A value as shown: fractions x100, other units as they are, nothing where it does not apply."""
     if value is None:
         return ""
-    shown = value * 100 if is_fraction(metric) else value
-    return f"{shown:.2f}"
+    return f"{value * 100 if info.is_fraction else value:.2f}"
 
 
 def table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and string cells, scores x100."""
+    """Headers and string cells, fractions x100."""
     metrics = metric_columns(rows)
-    body = [
-        [str(row[c]) for c in KEY_COLUMNS] + [_cell(m, row["metrics"].get(m)) for m in metrics]
-        for row in rows
-    ]
+    body = []
+    for row in rows:
+        info = read_metric_info(row)
+        cells = [_cell(row["metrics"].get(m), info_of(m, info)) for m in metrics]
+        body.append([str(row[c]) for c in KEY_COLUMNS] + cells)
     return [*KEY_COLUMNS, *metrics], body
 
 
@@ -110,27 +139,35 @@ def _column_labels(keys: Sequence[tuple[str, str, str]]) -> list[str]:
 
 
 def knowedit_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Headers and cells in the KnowEdit paper's shape: a row per task and headline metric (sub-scores
-    such as `locality.forgetfulness` stay in the wide layout), fluency last as in the paper, a column
-    per model, method and mode; the task is named on its first row only."""
+    """Headers and cells in the KnowEdit paper's shape: a row per task and metric (sub-scores such
+    as `locality.forgetfulness` stay in the wide layout), a column per model, method and mode; the
+    task is named on its first row only. Rows as in the paper: the headline scores (fractions) in
+    headline order, then every other metric alphabetically, then the headline metrics of other
+    units (fluency, in bits) in headline order."""
 
     def column(row: Mapping[str, Any]) -> tuple[str, str, str]:
         return (row["model"], row["method"], row["mode"])
 
     keys = list(dict.fromkeys(column(r) for r in rows))
-    values: dict[tuple[str, str], dict[tuple[str, str, str], float]] = {}
+    cells: dict[tuple[str, str], dict[tuple[str, str, str], str]] = {}
     for row in rows:
+        info = read_metric_info(row)
         for metric, value in row["metrics"].items():
             if "." not in metric:
-                values.setdefault((row["task"], metric), {})[column(row)] = value
+                cells.setdefault((row["task"], metric), {})[column(row)] = _cell(value, info_of(metric, info))
+    table_info = _table_info(rows)
+    headline, scores = headline_metrics(table_info), headline_scores(table_info)
     body = []
     for task in dict.fromkeys(r["task"] for r in rows):
-        present = {m for (t, m) in values if t == task}
-        scores = [m for m in LEADING_METRICS if m in present and m != "fluency"]
-        ordered = [*scores, *sorted(present - set(LEADING_METRICS)), *({"fluency"} & present)]
+        present = {m for (t, m) in cells if t == task}
+        ordered = [
+            *(m for m in scores if m in present),
+            *sorted(present - set(headline)),
+            *(m for m in headline if m in present and m not in scores),
+        ]
         for i, metric in enumerate(ordered):
-            cells = [_cell(metric, values[(task, metric)].get(k)) for k in keys]
-            body.append([task if i == 0 else "", metric, *cells])
+            shown = [cells[(task, metric)].get(k, "") for k in keys]
+            body.append([task if i == 0 else "", metric, *shown])
     return ["task", "metric", *_column_labels(keys)], body
 
 
@@ -185,7 +222,8 @@ def _html(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         "<title>knowedit-harness leaderboard</title>\n"
         f"<style>{_STYLE}</style>\n</head>\n<body>\n<h1>Leaderboard</h1>\n"
-        "<p>Scores x100 (fluency in bits, perplexity and KL as they are). Click a column to sort.</p>\n"
+        "<p>Fractions x100; other units (bits, nats, perplexity, ...) as they are. "
+        "Click a column to sort.</p>\n"
         f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
         f"<script>{_SORT_SCRIPT}</script>\n</body>\n</html>\n"
     )

@@ -22,7 +22,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from harness.api import EditCase
+from harness.ground import EditCase
 
 IMMEDIATE = "immediate"
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-from harness.api import HarnessError
-from harness.hparams import check_names, overrides_for, scope_of
+from harness.ground import HarnessError, MetricInfo
+from harness.hparams import check_names, check_values, layer_keys, overrides_for, scope_of
 from harness.runs.catalog import Catalog
 from harness.runs.suites import Suite
 
 MODES = ("single", "batch", "sequential", "cross-domain")
-DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_SUITE = "knowedit-mini"
 
 
 class PlanError(HarnessError):
@@ -34,6 +33,8 @@ class RunConfig:
     suite: str | None = None
     methods: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
+    #: Metrics scored on every task besides the task's own defaults (`--metric`).
+    metrics: tuple[str, ...] = ()
     mode: str = ""
     batch_size: int = 0
     eval_at: tuple[int, ...] = ()
@@ -118,14 +119,15 @@ def _merge(config: RunConfig, suite: Suite | None) -> RunConfig:
 
 
 def effective_config(config: RunConfig, catalog: Catalog) -> tuple[RunConfig, Suite | None]:
-    """The config with suite values and defaults filled in (what the manifest records)."""
+    """The config with suite values and defaults filled in (what the manifest records). The
+    default suite and model are those a plugin marks default (`register(..., default=True)`)."""
     if config.suite is None and not config.methods and not config.tasks:
-        config = dataclasses.replace(config, suite=DEFAULT_SUITE)
+        config = dataclasses.replace(config, suite=catalog.registry.suites.default())
     suite = catalog.suite(config.suite) if config.suite else None
     config = _merge(config, suite)
     config = dataclasses.replace(
         config,
-        model=config.model or DEFAULT_MODEL,
+        model=config.model or catalog.registry.models.default(),
         mode=config.mode or ("cross-domain" if config.train_tasks else "single"),
         batch_size=config.batch_size or 1,
     )
@@ -172,23 +174,50 @@ def _check_method(catalog: Catalog, method: str, config: RunConfig) -> None:
     if config.mode == "cross-domain" and not caps.needs_training:
         raise PlanError(
             f"method {method!r} does not learn from data, so --mode cross-domain has nothing to "
-            f"transfer; cross-domain runs are for methods that train (e.g. ike)"
+            f"transfer; cross-domain runs are for methods that train"
         )
 
 
 def _check_overrides(catalog: Catalog, config: RunConfig, suite_hparams: Mapping[str, Mapping]) -> None:
-    """Hyperparameter names are checked against each method's schema now, not when its job starts:
-    a typo in `--set` or in a suite must not surface hours into a run."""
+    """Hyperparameters are checked against each method's schema now, not when its job starts: a
+    typo in `--set` or in a suite must not surface hours into a run. Names and values (types,
+    ranges, enums) are checked, and layer indices against the model's depth, which is read from
+    its config without loading it (only when a layer hyperparameter is given)."""
     for key in config.overrides:
         scope, _ = scope_of(key)
         if scope and scope not in config.methods:
             raise PlanError(
                 f"--set {key}: method {scope!r} is not in this run (methods: {', '.join(config.methods)})"
             )
+    depth = cache(lambda: _model_depth(catalog, config.model))
     for method in config.methods:
         hint = "; to give a hyperparameter to one method only, write --set METHOD.KEY=VALUE"
-        names = {**suite_hparams.get(method, {}), **overrides_for(method, config.overrides)}
-        check_names(catalog.method_class(method), names, hint if len(config.methods) > 1 else "")
+        values = {**suite_hparams.get(method, {}), **overrides_for(method, config.overrides)}
+        cls = catalog.method_class(method)
+        check_names(cls, values, hint if len(config.methods) > 1 else "")
+        layered = any(key in values for key in layer_keys(cls.hparams_schema))
+        check_values(cls, values, complete=False, num_layers=depth() if layered else None, model=config.model)
+
+
+def _model_depth(catalog: Catalog, model: str) -> int | None:
+    """The model's number of layers from its config (no weights loaded); None when not knowable."""
+    from harness.models.shape import count_layers
+
+    alias = catalog.registry.models.locate(model)
+    return count_layers(alias[0] if alias else model)
+
+
+def task_metrics(catalog: Catalog, config: RunConfig, task: str) -> tuple[str, ...]:
+    """The metrics a task's cases are scored with: the task's defaults, then those the run adds."""
+    return tuple(dict.fromkeys((*catalog.task(task).metrics, *config.metrics)))
+
+
+def metric_info(catalog: Catalog, config: RunConfig) -> dict[str, MetricInfo]:
+    """Every metric of the run by name, with what its numbers mean (recorded in the summary).
+    Loading each metric here is the plan-time check of the names: an unknown one is a HarnessError
+    naming the known metrics, a broken plugin module fails now, before any model loads."""
+    names = dict.fromkeys(name for task in config.tasks for name in task_metrics(catalog, config, task))
+    return {name: catalog.registry.metrics.load(name).info for name in sorted(names)}
 
 
 def _check_train_task(catalog: Catalog, task: str) -> None:
@@ -212,6 +241,7 @@ def build_plan(config: RunConfig, catalog: Catalog, suite: Suite | None = None) 
     excluded = suite.excluded if suite is not None else {}
     suite_hparams = suite.hparams if suite is not None else {}
     _check_overrides(catalog, config, suite_hparams)
+    metric_info(catalog, config)  # refuses an unknown or broken metric now
 
     def job(method: str, tasks: Sequence[str], train_task: str | None = None) -> Job:
         overrides = {**suite_hparams.get(method, {}), **overrides_for(method, config.overrides)}

@@ -1,5 +1,9 @@
 """The run directory: manifest.json, cases.jsonl and summary.json (layout fixed by DESIGN.md).
 
+The manifest is written only through the store's `record_*` calls, one per event of a run (start,
+a job planned, started and finished, a model loaded, ...), each of which rewrites manifest.json
+atomically; its layout lives here and nowhere else.
+
 cases.jsonl is the source of truth: each scored case is one line, written and fsync'ed before
 the next case starts, so a run killed at any moment (SIGKILL, power cut) keeps every finished
 case. A half-written last line is what such a kill can leave; reading skips it and the next
@@ -12,10 +16,15 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.api import HarnessError
 from harness.cache import atomic_write_bytes
+from harness.ground import HarnessError
+from harness.runs.provenance import now
+
+if TYPE_CHECKING:
+    from harness.models.handle import ModelHandle
+    from harness.runs.plan import Job
 
 MANIFEST = "manifest.json"
 CASES = "cases.jsonl"
@@ -41,6 +50,7 @@ class RunStore:
         self.cases_path = self.root / CASES
         self.manifest_path = self.root / MANIFEST
         self.summary_path = self.root / SUMMARY
+        self._manifest: dict[str, Any] = {}
 
     def create(self, *, resume: bool) -> None:
         """Make the folder; a fresh run refuses a folder that already holds results."""
@@ -63,8 +73,88 @@ class RunStore:
         except json.JSONDecodeError as exc:
             raise HarnessError(f"{self.manifest_path}: invalid JSON ({exc})") from None
 
-    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
-        atomic_write_bytes(self.manifest_path, dump_json(manifest))
+    def _save(self) -> None:
+        atomic_write_bytes(self.manifest_path, dump_json(self._manifest))
+
+    def record_start(
+        self,
+        config: Mapping[str, Any],
+        seed: int,
+        *,
+        resume: bool,
+        versions: Mapping[str, Any],
+        machine: Mapping[str, Any],
+    ) -> None:
+        """Open the folder (`create`) and mark the run as running: a fresh manifest holds the
+        effective config and seed; a resumed one keeps its own and notes the resumption."""
+        self.create(resume=resume)
+        if resume:
+            self._manifest = self.read_manifest()
+            self._manifest.setdefault("resumed", []).append(now())
+        else:
+            self._manifest = {"config": dict(config), "seed": seed, "started": now(), "jobs": {}}
+        self._manifest.update(status="running", versions=dict(versions), machine=dict(machine))
+        self._manifest.pop("ended", None)
+        self._save()
+
+    def record_end(self, status: str) -> None:
+        """The run ended: status "finished" or "interrupted", and the end time."""
+        self._manifest.update(status=status, ended=now())
+        self._save()
+
+    def record_job(self, job: Job, *, n_cases: int) -> None:
+        """A planned job (whether or not it runs now); a resumed run keeps its times and hparams."""
+        record = self._manifest.setdefault("jobs", {}).setdefault(job.key, {})
+        record.update(
+            key=job.key,
+            model=job.model,
+            method=job.method,
+            tasks=list(job.tasks),
+            mode=job.mode,
+            batch_size=job.batch_size,
+            eval_at=list(job.eval_at),
+            train_task=job.train_task,
+            overrides=dict(job.overrides),
+            n_cases=n_cases,
+        )
+        self._save()
+
+    def record_job_started(self, job: Job, hparams: Mapping[str, Any]) -> None:
+        """The job's resolved hyperparameters; its start time is that of its first session."""
+        record = self._manifest["jobs"][job.key]
+        record["hparams"] = dict(hparams)
+        record.setdefault("started", now())
+        self._save()
+
+    def record_job_finished(self, job: Job) -> None:
+        self._manifest["jobs"][job.key]["finished"] = now()
+        self._save()
+
+    def record_model(self, name: str, handle: ModelHandle, *, load_s: float) -> None:
+        """A loaded model: what identifies its weights, where it came from and runs."""
+        self._manifest.setdefault("models", {})[name] = {
+            "fingerprint": handle.fingerprint(),
+            "source": handle.source,
+            "device": str(handle.device),
+            "dtype": str(handle.dtype).removeprefix("torch."),
+            "family": handle.adapter.family,
+            "load_s": round(load_s, 3),
+        }
+        self._save()
+
+    def record_evaluation(self, task: str, settings: Mapping[str, Any]) -> None:
+        """The evaluator settings a task's cases are scored with."""
+        self._manifest.setdefault("evaluation", {})[task] = dict(settings)
+        self._save()
+
+    def record_general(self, job: Job, record: Mapping[str, Any]) -> None:
+        """The general-capability figures of a job (see harness.runs.general)."""
+        self._manifest.setdefault("general", {})[job.key] = dict(record)
+        self._save()
+
+    def general_records(self) -> dict[str, Any]:
+        """Job key -> its general-capability record, from this session or an earlier one."""
+        return dict(self._manifest.get("general", {}))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         atomic_write_bytes(self.summary_path, dump_json(summary))

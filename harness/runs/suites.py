@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.api import HarnessError
+from harness.ground import HarnessError
 from harness.schemas import format_issues, read_json, validate_document
 
 

@@ -1,6 +1,6 @@
 """Built-in editing methods, registered lazily: each is imported only when a run uses it."""
 
-from harness import hookimpl
+from harness.api import hookimpl
 
 METHODS = {
     "ft-l": ("harness_plugins.methods.ft:FTL", "Fine-tune one layer's MLP output weights (FT-L)"),

@@ -15,14 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from harness.api import AppliedEdit, Capabilities, EditCase, Method
-from harness.models.handle import SnapshotEdit
-from harness.models.tokenization import AnswerBatch, encode_answers
-from harness_plugins.methods.losses import answer_logits, answer_nll, prompt_last_nll
-from harness_plugins.methods.weights import mlp_out_params, trainable_only
+from harness.api import AnswerBatch, AppliedEdit, Capabilities, EditCase, Method, SnapshotEdit, encode_answers
+from harness_plugins.rome_family.losses import answer_logits, answer_nll, prompt_last_nll
+from harness_plugins.rome_family.weights import mlp_out_params, trainable_only
 
 if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
+    from harness.api import ModelHandle
 
 #: Relative depth of the tuned layer: the reference's layer 21 of Llama-2-7B's 32 (21/31), used for
 #: every family (on SmolLM2's 30 layers: layer 20).
@@ -37,7 +35,13 @@ class _FineTune(Method):
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            "layers": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "uniqueItems": True},
+            "layers": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 1,
+                "uniqueItems": True,
+                "x-layer": True,
+            },
             "num_steps": {"type": "integer", "minimum": 1, "default": 25},
             "lr": {"type": "number", "exclusiveMinimum": 0, "default": 5e-4},
             "batch_size": {"type": "integer", "minimum": 1, "default": 1},

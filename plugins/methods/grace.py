@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method
+from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method, capture_modules
 from harness_plugins.methods.lora_labels import EditBatch, edit_batch
 
 if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
+    from harness.api import ModelHandle
 
 #: Relative depth of the default edited layer: mid-depth leaves enough layers above the value for
 #: it to steer every token of a multi-token target through attention.
@@ -125,26 +125,18 @@ class GraceEdit(AppliedEdit):
             _CODEBOOKS.pop(self.module, None)
 
 
-def _capture(module: nn.Module, handle: ModelHandle, batch: EditBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def _capture(name: str, handle: ModelHandle, batch: EditBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """The module's input and output at each row's last prompt token, on the unedited forward pass."""
     rows = torch.arange(batch.labels.shape[0], device=batch.labels.device)
-    seen: dict[str, torch.Tensor] = {}
-
-    def record(_module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-        seen["key"] = args[0][rows, batch.last_prompt_index].detach().float()
-        seen["value"] = output[rows, batch.last_prompt_index].detach().float()
-
-    hook = module.register_forward_hook(record)
-    try:
-        with torch.no_grad():
-            handle.model(**batch.answers.model_inputs())
-    finally:
-        hook.remove()
-    return seen["key"], seen["value"]
+    with torch.no_grad(), capture_modules(handle, [name], inputs=True, outputs=True) as seen:
+        handle.model(**batch.answers.model_inputs())
+    key = seen.inputs[name][0][rows, batch.last_prompt_index].detach().float()
+    value = seen.outputs[name][0][rows, batch.last_prompt_index].detach().float()
+    return key, value
 
 
 def _train_values(
-    module: nn.Module, handle: ModelHandle, batch: EditBatch, init: torch.Tensor, hparams: Mapping[str, Any]
+    name: str, handle: ModelHandle, batch: EditBatch, init: torch.Tensor, hparams: Mapping[str, Any]
 ) -> torch.Tensor:
     """Values that, written at the last prompt tokens, minimize the target NLL. Gradients are taken
     for the values only, so no weight ever accumulates a `.grad`."""
@@ -152,23 +144,19 @@ def _train_values(
     values = nn.Parameter(init.clone())
     optimizer = torch.optim.Adam([values], lr=hparams["edit_lr"])
 
-    def overwrite(_module: nn.Module, _args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    def overwrite(_name: str, output: torch.Tensor) -> torch.Tensor:
         output = output.clone()
         output[rows, batch.last_prompt_index] = values.to(output.dtype)
         return output
 
     inputs = batch.model_inputs()
-    hook = module.register_forward_hook(overwrite)
-    try:
-        with torch.enable_grad():
-            for _ in range(hparams["n_iter"]):
-                loss = handle.model(**inputs).loss
-                if loss.item() < hparams["stop_loss"]:
-                    break
-                (values.grad,) = torch.autograd.grad(loss, [values])
-                optimizer.step()
-    finally:
-        hook.remove()
+    with torch.enable_grad(), capture_modules(handle, [name], edit_output=overwrite):
+        for _ in range(hparams["n_iter"]):
+            loss = handle.model(**inputs).loss
+            if loss.item() < hparams["stop_loss"]:
+                break
+            (values.grad,) = torch.autograd.grad(loss, [values])
+            optimizer.step()
     return values.detach()
 
 
@@ -181,7 +169,12 @@ class GRACE(Method):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "layer": {"type": "integer", "minimum": 0, "description": "layer whose MLP output is adapted"},
+            "layer": {
+                "type": "integer",
+                "minimum": 0,
+                "x-layer": True,
+                "description": "layer whose MLP output is adapted",
+            },
             "eps": {
                 "type": "number",
                 "exclusiveMinimum": 0,
@@ -208,10 +201,11 @@ class GRACE(Method):
     ) -> AppliedEdit:
         if not cases:
             raise HarnessError("grace: apply needs at least one edit case")
-        module = handle.adapter.module(handle.adapter.mlp_out_name(hparams["layer"]))
+        name = handle.adapter.mlp_out_name(hparams["layer"])
+        module = handle.adapter.module(name)
         batch = edit_batch(handle, cases)
-        keys, original = _capture(module, handle, batch)
-        values = _train_values(module, handle, batch, original, hparams)
+        keys, original = _capture(name, handle, batch)
+        values = _train_values(name, handle, batch, original, hparams)
         book = _codebook(module, keys.shape[-1], values.shape[-1], handle.device)
         size_before, radii_before = len(book), book.radii.clone()
         radii = hparams["eps"] * torch.linalg.vector_norm(keys, dim=-1)

@@ -19,11 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method
-from harness.models.tokenization import join_prompt_answer
+from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method, join_prompt_answer
 
 if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
+    from harness.api import ModelHandle
     from harness_plugins.methods.ike_retrieval import DemoIndex
 
 

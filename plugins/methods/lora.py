@@ -28,7 +28,7 @@ from harness_plugins.methods.lora_labels import edit_batch, target_nll
 if TYPE_CHECKING:
     from peft.tuners.lora import LoraModel
 
-    from harness.models.handle import ModelHandle, Snapshot
+    from harness.api import ModelHandle, Snapshot
 
 ADAPTER = "knowedit"
 #: Relative depths of the default adapted layers: the middle of the network, where MLPs store facts.
@@ -40,7 +40,7 @@ ADALORA_TINIT, ADALORA_TFINAL = 0.1, 0.2
 _ROLES = {"mlp_out": "mlp_out_name", "mlp_in": "mlp_in_name", "attn": "attn_name"}
 
 _COMMON_SCHEMA: dict[str, Any] = {
-    "layers": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+    "layers": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "x-layer": True},
     "target_modules": {
         "type": "array",
         "items": {"type": "string"},

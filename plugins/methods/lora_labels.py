@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness.api import EditCase
-from harness.models.tokenization import AnswerBatch, encode_answers
+from harness.api import AnswerBatch, EditCase, encode_answers
 
 if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
+    from harness.api import ModelHandle
 
 IGNORE_INDEX = -100
 

@@ -12,24 +12,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from harness.api import AppliedEdit, Capabilities, EditCase, Method
-from harness.models.handle import SnapshotEdit
-from harness.second_moment import second_moments
-from harness_plugins.methods.edit_math import memit_update, spread_residual
-from harness_plugins.methods.rewriting import (
-    MOM2_SCHEMA,
-    VALUE_SCHEMA,
-    Rewrite,
-    optimize_value,
-    stats_config,
-    subject_problem,
-    subject_reads,
-)
-from harness_plugins.methods.templates import context_templates
-from harness_plugins.methods.weights import add_to_mlp_out, mlp_out_weight_name
+from harness.api import AppliedEdit, Capabilities, EditCase, Method, SnapshotEdit
+from harness_plugins.rome_family.keys import Rewrite, subject_problem, subject_reads
+from harness_plugins.rome_family.second_moment import MOM2_SCHEMA, second_moments, stats_config
+from harness_plugins.rome_family.templates import context_templates
+from harness_plugins.rome_family.updates import memit_update, spread_residual
+from harness_plugins.rome_family.values import VALUE_SCHEMA, optimize_value
+from harness_plugins.rome_family.weights import add_to_mlp_out, mlp_out_weight_name
 
 if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
+    from harness.api import ModelHandle
 
 #: Relative depths of the first and last edited layer: the reference's layers 4-8 of Llama-2-7B
 #: (of 32) and 13-17 of GPT-2 XL (of 48); other families take the Llama values.
@@ -47,7 +39,13 @@ class MEMIT(Method):
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            "layers": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "uniqueItems": True},
+            "layers": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 1,
+                "uniqueItems": True,
+                "x-layer": True,
+            },
             **VALUE_SCHEMA,
             "context_templates": {**VALUE_SCHEMA["context_templates"], "default": [[10, 5]]},
             "mom2_update_weight": {"type": "number", "exclusiveMinimum": 0},
@@ -73,10 +71,16 @@ class MEMIT(Method):
         top = handle.adapter.layer_name(layers[-1])
         templates = context_templates(handle, hparams["context_templates"])
         covariances = second_moments(handle, layers, stats_config(hparams))
+        hidden = subject_reads(handle, top, rewrites, templates, "output")  # [d, n]
+        # δᵢ is measured (clamped, decayed) against the hidden state it moves, as in the reference.
         deltas = torch.stack(
-            [optimize_value(handle, layers[-1], rw, templates, hparams) for rw in rewrites], dim=1
+            [
+                optimize_value(handle, layers[-1], rw, templates, hparams, v0=hidden[:, i])
+                for i, rw in enumerate(rewrites)
+            ],
+            dim=1,
         )  # [d, n]
-        z = subject_reads(handle, top, rewrites, templates, "output") + deltas  # [d, n]
+        z = hidden + deltas  # [d, n]
         snapshot = handle.snapshot([mlp_out_weight_name(handle, layer) for layer in layers])
         for i, layer in enumerate(layers):
             keys = subject_reads(handle, handle.adapter.mlp_out_name(layer), rewrites, templates, "input")

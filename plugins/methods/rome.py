@@ -12,24 +12,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method
-from harness.models.handle import SnapshotEdit
-from harness.second_moment import second_moments
-from harness_plugins.methods.edit_math import rome_direction, rome_update
-from harness_plugins.methods.rewriting import (
-    MOM2_SCHEMA,
-    VALUE_SCHEMA,
-    Rewrite,
-    optimize_value,
-    stats_config,
-    subject_problem,
-    subject_reads,
-)
-from harness_plugins.methods.templates import context_templates
-from harness_plugins.methods.weights import add_to_mlp_out, mlp_out_matrix, mlp_out_weight_name
+from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method, SnapshotEdit
+from harness_plugins.rome_family.keys import Rewrite, subject_problem, subject_reads
+from harness_plugins.rome_family.second_moment import MOM2_SCHEMA, second_moments, stats_config
+from harness_plugins.rome_family.templates import context_templates
+from harness_plugins.rome_family.updates import rome_direction, rome_update
+from harness_plugins.rome_family.values import VALUE_SCHEMA, optimize_value
+from harness_plugins.rome_family.weights import add_to_mlp_out, mlp_out_matrix, mlp_out_weight_name
 
 if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
+    from harness.api import ModelHandle
 
 #: Relative depth of the edited layer: the reference's layer 5 of Llama-2-7B's 32 (5/31), layer 17
 #: of GPT-2 XL's 48 (17/47); other families take the Llama value.
@@ -43,7 +35,13 @@ class ROME(Method):
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            "layers": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 1},
+            "layers": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 1,
+                "maxItems": 1,
+                "x-layer": True,
+            },
             **VALUE_SCHEMA,
             "context_templates": {**VALUE_SCHEMA["context_templates"], "default": [[5, 10], [10, 10]]},
             "mom2_adjustment": {"type": "boolean", "default": False},

@@ -1,7 +1,7 @@
 """Built-in metrics (definitions in docs/metrics.md), registered lazily so that listing them
 never imports torch."""
 
-from harness import hookimpl
+from harness.api import hookimpl
 
 _MODULE = "harness_plugins.metrics"
 

@@ -1,13 +1,12 @@
-"""What the built-in metrics share: the evaluation options, the alias policy, and scoring probes
-by teacher-forced token accuracy."""
+"""What the built-in metrics share: the evaluation options (the run's and their own), the alias
+policy, and scoring probes by teacher-forced token accuracy."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from harness.api import EditCase, Metric, Probe
-from harness.evaluation.options import EvalOptions
-from harness.evaluation.requests import Outcomes, Request
+from harness.api import EditCase, EvalOptions, Metric, Outcomes, Probe, Request
 
 
 class OptionsMetric(Metric):
@@ -15,6 +14,10 @@ class OptionsMetric(Metric):
 
     def __init__(self, options: EvalOptions | None = None) -> None:
         self.options = options or EvalOptions()
+
+    def option(self, name: str) -> Any:
+        """The run's value of one of this metric's `option_defaults`."""
+        return self.options.metric_option(self, name)
 
     def answers(self, probe: Probe) -> tuple[str, ...]:
         """The answers a probe is scored against under the alias policy. Blank answers are dropped

@@ -9,10 +9,10 @@ Inputs come from EditCase.extras: "question" (a question about the edited topic)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
-from harness.api import EditCase, HarnessError
-from harness.evaluation.requests import BOTH, Outcomes, Request
+from harness.api import BOTH, EditCase, HarnessError, MetricInfo, Outcomes, Request
 
 from ._common import OptionsMetric, mean
 
@@ -41,6 +41,7 @@ class ConvSentSuccess(OptionsMetric):
     """sigmoid(L_post(target) - L_post(opposite)) * min(1, exp(L_post(target) - L_pre(target)))."""
 
     name = "convsent_es"
+    info = MetricInfo(edit_success=True)
 
     def requests(self, case: EditCase) -> list[Request]:
         x = _extras(case, self.name)
@@ -77,11 +78,14 @@ class ConvSentKL(OptionsMetric):
     (lower is better)."""
 
     name = "convsent_kl"
+    info = MetricInfo(unit="nats", higher_is_better=False)
+    #: How many of the unedited model's most likely tokens are kept per position.
+    option_defaults: ClassVar[Mapping[str, Any]] = {"kl_top_k": 64}
 
     def _requests(self, case: EditCase) -> list[Request]:
         x = _extras(case, self.name)
         return [
-            Request.score(x["outer_question"], s, phases=BOTH, dist_top_k=self.options.kl_top_k)
+            Request.score(x["outer_question"], s, phases=BOTH, dist_top_k=self.option("kl_top_k"))
             for s in _sentences(x["outer_sentences"])
         ]
 

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from harness.api import EditCase
-from harness.evaluation.requests import Outcomes, Request
-from harness.evaluation.text import weighted_ngram_entropy
-from harness.seeding import case_seed
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from harness.api import EditCase, MetricInfo, Outcomes, Request, case_seed
 
 from ._common import OptionsMetric
+from .text import weighted_ngram_entropy
 
 
 class Fluency(OptionsMetric):
     """mean(2/3 H2, 4/3 H3) in bits over the words of prompt + top-k sampled continuation."""
 
     name = "fluency"
+    info = MetricInfo(unit="bits", headline=4)
+    #: The continuation: new tokens, and k of the top-k sampling.
+    option_defaults: ClassVar[Mapping[str, Any]] = {"fluency_max_new_tokens": 100, "fluency_top_k": 5}
 
     def _request(self, case: EditCase) -> Request:
         # The seed depends on the prompt only, so pre- and post-edit text start from the same draw.
         return Request.generate(
             case.prompt,
-            self.options.fluency_max_new_tokens,
-            top_k=self.options.fluency_top_k,
+            self.option("fluency_max_new_tokens"),
+            top_k=self.option("fluency_top_k"),
             seed=case_seed(self.options.seed, case.prompt),
         )
 

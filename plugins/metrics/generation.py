@@ -3,11 +3,13 @@ itself, say the answer? (definitions in docs/metrics.md)"""
 
 from __future__ import annotations
 
-from harness.api import Probe
-from harness.evaluation.requests import Outcomes, Request
-from harness.evaluation.text import normalize_answer
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from harness.api import Outcomes, Probe, Request
 
 from ._common import AccuracyMetric, SectionsMetric
+from .text import normalize_answer
 
 
 class ExactMatch(SectionsMetric, AccuracyMetric):
@@ -26,9 +28,11 @@ class Contains(SectionsMetric):
     """1 if the normalized answer occurs in the normalized greedy continuation, else 0."""
 
     name = "contains"
+    #: The length of the greedy continuation searched for the answer.
+    option_defaults: ClassVar[Mapping[str, Any]] = {"generation_max_new_tokens": 32}
 
     def _request(self, prompt: str) -> Request:
-        return Request.generate(prompt, self.options.generation_max_new_tokens)
+        return Request.generate(prompt, self.option("generation_max_new_tokens"))
 
     def probe_requests(self, probe: Probe) -> list[Request]:
         return [self._request(probe.prompt)] if self.answers(probe) else []

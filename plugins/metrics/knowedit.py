@@ -3,8 +3,7 @@ teacher-forced answer tokens (definitions in docs/metrics.md)."""
 
 from __future__ import annotations
 
-from harness.api import EditCase, Probe
-from harness.evaluation.requests import BOTH, Outcomes, Request
+from harness.api import BOTH, EditCase, MetricInfo, Outcomes, Probe, Request
 
 from ._common import AccuracyMetric, OptionsMetric, edit_probe, group_scores, mean, rephrase_probes
 
@@ -13,6 +12,7 @@ class EditSucc(AccuracyMetric):
     """Reliability: token accuracy of target_new after the edit prompt."""
 
     name = "edit_succ"
+    info = MetricInfo(headline=0, edit_success=True)
 
     def requests(self, case: EditCase) -> list[Request]:
         return self.requests_for([edit_probe(case)])
@@ -26,6 +26,7 @@ class Generalization(AccuracyMetric):
     """Token accuracy of target_new after each rephrased prompt, averaged over rephrases."""
 
     name = "generalization"
+    info = MetricInfo(headline=1)
 
     def requests(self, case: EditCase) -> list[Request]:
         return self.requests_for(rephrase_probes(case))
@@ -39,6 +40,7 @@ class Portability(AccuracyMetric):
     """Token accuracy on portability probes: per group the mean over probes, overall the mean over groups."""
 
     name = "portability"
+    info = MetricInfo(headline=2)
 
     def requests(self, case: EditCase) -> list[Request]:
         return self.requests_for([p for group in case.portability.values() for p in group])
@@ -52,6 +54,7 @@ class Locality(OptionsMetric):
     """Agreement of post-edit with pre-edit argmax tokens, teacher-forced on the first answer."""
 
     name = "locality"
+    info = MetricInfo(headline=3)
 
     def _request(self, probe: Probe) -> Request | None:
         answers = [a for a in probe.answers if a.strip()]

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import math
 
-from harness.api import EditCase
-from harness.evaluation.requests import Outcomes, Request
+from harness.api import EditCase, MetricInfo, Outcomes, Request
 
 from ._common import OptionsMetric
 
@@ -15,6 +14,7 @@ class Perplexity(OptionsMetric):
     """exp of the mean negative log-likelihood of the target_new tokens after the prompt."""
 
     name = "perplexity"
+    info = MetricInfo(unit="perplexity", higher_is_better=False)
 
     def requests(self, case: EditCase) -> list[Request]:
         return [Request.score(case.prompt, case.target_new)]

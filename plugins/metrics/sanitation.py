@@ -3,8 +3,7 @@ on the retain set (definitions in docs/metrics.md)."""
 
 from __future__ import annotations
 
-from harness.api import EditCase
-from harness.evaluation.requests import BOTH, Outcomes, Request
+from harness.api import BOTH, EditCase, MetricInfo, Outcomes, Request
 
 from ._common import OptionsMetric, mean
 
@@ -16,6 +15,7 @@ class SanitationSuccess(OptionsMetric):
     """1 if the greedy continuation of the prompt contains target_new (case-insensitive), else 0."""
 
     name = "sanitation_success"
+    info = MetricInfo(edit_success=True)
 
     def _request(self, case: EditCase) -> Request:
         return Request.generate(case.prompt, SANITATION_NEW_TOKENS)

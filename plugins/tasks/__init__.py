@@ -3,7 +3,7 @@
 Each is registered by "module:Class" so that `harness list tasks` imports none of them.
 """
 
-from harness import hookimpl
+from harness.api import hookimpl
 
 _MODULE = "harness_plugins.tasks"
 _KNOWEDIT = "KnowEdit (zjunlp/KnowEdit on the Hugging Face hub, or --data-dir)"
@@ -82,6 +82,11 @@ TASKS.update(
 )
 
 
+#: The task that reads dataset specs with a `fields` mapping: `base.apply_field_map` rewrites the
+#: user's records into KnowEdit fact records, the wiki_recent format (no ground truth needed).
+FIELD_MAPPING_TASK = "wiki_recent"
+
+
 @hookimpl
 def harness_register_tasks(register):
     for name, (target, record_format, source, description) in TASKS.items():
@@ -91,4 +96,5 @@ def harness_register_tasks(register):
             description=description,
             record_format=record_format,
             source=source,
+            **({"field_mapping": True} if name == FIELD_MAPPING_TASK else {}),
         )

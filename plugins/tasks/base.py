@@ -13,9 +13,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.api import EditCase, HarnessError, LoadedCases, RecordIssue, Task
-from harness.schemas import format_issues, read_json_records, validate_records
-from harness.tasks import DataFile, find_data_file, not_found_message
+from harness.api import (
+    DataFile,
+    DatasetSpec,
+    EditCase,
+    HarnessError,
+    LoadedCases,
+    RecordIssue,
+    Task,
+    find_data_file,
+    format_issues,
+    not_found_message,
+    read_json_records,
+    validate_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +75,11 @@ class RecordTask(Task):
             self.splits = tuple(self.paths)
         self.field_map = field_map
 
+    @classmethod
+    def from_spec(cls, spec: DatasetSpec) -> RecordTask:
+        """This format read from a dataset spec's files (after its `fields` mapping, if any)."""
+        return cls(paths=spec.files, name=spec.name, metrics=spec.metrics, field_map=spec.fields)
+
     # -- reading ---------------------------------------------------------------------------
 
     def locate(self, split: str, data_dir: str | None) -> tuple[Path, str, str]:
@@ -104,7 +120,7 @@ class RecordTask(Task):
     # -- the contract ----------------------------------------------------------------------
 
     def check_file(self, path: str) -> list[RecordIssue]:
-        from harness.schemas import DataFileError
+        from harness.api import DataFileError
 
         try:
             records = [self.remap(r) for r in self.read_records(Path(path))]

@@ -11,8 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from harness.api import EditCase, Probe
-from harness.tasks import DataFile
+from harness.api import DataFile, EditCase, Probe
 from harness_plugins.tasks.base import FACT_METRICS, RecordTask
 from harness_plugins.tasks.normalize import add_probes, probe, text_list
 

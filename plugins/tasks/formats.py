@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from harness.api import EditCase, Probe
-from harness.tasks import DataFile
+from harness.api import DataFile, EditCase, Probe
 from harness_plugins.tasks.base import FACT_METRICS, RecordTask
 from harness_plugins.tasks.normalize import add_probes, flatten_answers, probe, text_list
 

@@ -13,9 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.api import EditCase, LoadedCases, Probe, RecordIssue
-from harness.schemas import DataFileError, read_json
-from harness.seeding import case_seed
+from harness.api import DataFileError, EditCase, LoadedCases, Probe, RecordIssue, case_seed, read_json
 from harness_plugins.tasks.base import FACT_METRICS, RecordTask, knowedit_file
 from harness_plugins.tasks.normalize import flatten_answers, probe_groups, text_list
 

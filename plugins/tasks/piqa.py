@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from harness.api import HarnessError
-from harness.schemas import format_issues, read_json_records, validate_records
+from harness.api import HarnessError, format_issues, read_json_records, validate_records
 
 RECORD_FORMAT = "piqa"
 

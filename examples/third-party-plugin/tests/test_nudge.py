@@ -7,11 +7,8 @@ import pytest
 import torch
 from knowedit_nudge.metric import FirstTokenHit
 
-from harness.api import EditCase
-from harness.evaluation.evaluator import Evaluator
-from harness.evaluation.options import EvalOptions
-from harness.plugins import get_registry
-from harness.tasks import resolve_task
+from harness.api import EditCase, EvalOptions
+from harness.testing import Evaluator, get_registry, resolve_task
 
 CASE = EditCase(case_id="0", prompt="The capital of France is", target_new="Berlin", subject="France")
 

@@ -13,9 +13,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.api import AppliedEdit, Capabilities, EditCase, Method
-from harness.models.handle import ModelHandle, SnapshotEdit
-from harness.models.tokenization import encode_answers
+from harness.api import (
+    AppliedEdit,
+    Capabilities,
+    EditCase,
+    Method,
+    ModelHandle,
+    SnapshotEdit,
+    capture_modules,
+    encode_answers,
+)
 
 
 class LogitNudge(Method):
@@ -50,19 +57,14 @@ class LogitNudge(Method):
 
     @staticmethod
     def _hidden_and_targets(handle: ModelHandle, cases: Sequence[EditCase]) -> tuple[torch.Tensor, list[int]]:
-        """The output layer's input at each prompt's last token, and each target's first token id."""
+        """The output layer's input at each prompt's last token, [cases, hidden] float32, and each
+        target's first token id."""
         batch = encode_answers(handle.tokenizer, [c.prompt for c in cases], [c.target_new for c in cases])
         batch = batch.to(handle.device)
-        captured: list[torch.Tensor] = []
-        head = handle.adapter.module(handle.adapter.lm_head_name)
-        hook = head.register_forward_hook(lambda _module, args, _out: captured.append(args[0].detach()))
-        try:
-            with torch.no_grad():
-                handle.model(**batch.model_inputs())
-        finally:
-            hook.remove()
+        with torch.no_grad(), capture_modules(handle, [handle.adapter.lm_head_name], inputs=True) as seen:
+            handle.model(**batch.model_inputs())
         rows = torch.arange(len(cases), device=handle.device)
         last_prompt = batch.answer_start - 1
-        hidden = captured[0][rows, last_prompt].float()
+        hidden = seen.inputs[handle.adapter.lm_head_name][0][rows, last_prompt].float()
         targets = batch.input_ids[rows, batch.answer_start].tolist()
         return hidden, targets

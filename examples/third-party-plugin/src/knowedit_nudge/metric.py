@@ -6,14 +6,14 @@ moved the very next word, which is all `logit-nudge` promises.
 
 from __future__ import annotations
 
-from harness.api import EditCase, Metric
-from harness.evaluation.requests import Outcomes, Request
+from harness.api import EditCase, Metric, MetricInfo, Outcomes, Request
 
 
 class FirstTokenHit(Metric):
     """1.0 when the greedy next token after the prompt is the first token of `target_new`."""
 
     name = "first_token_hit"
+    info = MetricInfo(unit="fraction", higher_is_better=True, edit_success=True)
 
     def requests(self, case: EditCase) -> list[Request]:
         return [Request.score(case.prompt, case.target_new)]

@@ -1,7 +1,7 @@
 """The entry point: registers everything by "module:attribute", so that `harness list` imports
 neither torch nor this package's method code."""
 
-from harness import hookimpl
+from harness.api import hookimpl
 
 
 @hookimpl

@@ -1,4 +1,7 @@
-"""`harness stats`: compute second-moment statistics ahead of a run, so that no edit waits for them."""
+"""`harness stats`: compute second-moment statistics ahead of a run, so that no edit waits for them.
+
+The command reaches the CLI through this package's `harness_register_commands` hook; `harness --help`
+lists it without importing this module, and the module imports torch only when the command runs."""
 
 from __future__ import annotations
 
@@ -43,8 +46,8 @@ def command(
 
     The values match the `mom2_*` hyperparameters of rome and memit; a run with the same model and
     values then loads them from the cache instead of computing them."""
-    from harness.models.load import load_model
-    from harness.second_moment import StatsConfig, cached_layers, second_moments
+    from harness.api import load_model
+    from harness_plugins.rome_family.second_moment import StatsConfig, cached_layers, second_moments
 
     wanted = _layers(layers)
     handle = load_model(model_spec, device=device)

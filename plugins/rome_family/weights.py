@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
+    from harness.api import ModelHandle
 
 
 def mlp_out_params(handle: ModelHandle, layer: int) -> dict[str, torch.nn.Parameter]:

@@ -17,29 +17,39 @@ Corpus specs:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
-from harness.api import HarnessError
-from harness.cache import atomic_write_bytes, cache_dir, content_key
-from harness.models.tokenization import encode_prompts
+from harness.api import (
+    TORCH_CODEC,
+    ArtifactCache,
+    HarnessError,
+    capture_modules,
+    content_key,
+    encode_prompts,
+)
 
 if TYPE_CHECKING:
-    from harness.models.handle import ModelHandle
+    from harness.api import ModelHandle
 
 MODEL_CORPUS = "model"
 #: Openers for model-sampled text: varied starts give varied text without any outside data.
 _OPENERS = ("The", "In", "A", "It", "When", "This", "He", "She", "After", "There", "We", "On")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _MEMO: dict[str, torch.Tensor] = {}
+#: The hyperparameters a method that needs C takes for it (read by `stats_config`).
+MOM2_SCHEMA: dict[str, Any] = {
+    "mom2_corpus": {"type": "string", "default": MODEL_CORPUS},
+    "mom2_samples": {"type": "integer", "minimum": 1, "default": 256},
+    "mom2_tokens": {"type": "integer", "minimum": 2, "default": 128},
+    "mom2_dtype": {"enum": sorted(_DTYPES), "default": "float32"},
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,16 @@ class StatsConfig:
             raise HarnessError(
                 f"statistics need samples >= 1 and tokens >= 2, got {self.samples}, {self.tokens}"
             )
+
+
+def stats_config(hparams: Mapping[str, Any]) -> StatsConfig:
+    """The statistics a method's resolved hyperparameters (with `MOM2_SCHEMA`'s keys) ask for."""
+    return StatsConfig(
+        corpus=hparams["mom2_corpus"],
+        samples=hparams["mom2_samples"],
+        tokens=hparams["mom2_tokens"],
+        dtype=hparams["mom2_dtype"],
+    )
 
 
 @dataclass(frozen=True)
@@ -168,18 +188,18 @@ def sample_texts(handle: ModelHandle, openers: list[str], *, max_new_tokens: int
 @torch.no_grad()
 def _model_texts(handle: ModelHandle, n: int, config: StatsConfig) -> list[str]:
     """`n` texts sampled from the model (top-k 50), seeded, cached per model fingerprint."""
+
+    def sample() -> list[str]:
+        texts: list[str] = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            for start in range(0, n, 32):
+                openers = [_OPENERS[i % len(_OPENERS)] for i in range(start, min(n, start + 32))]
+                texts.extend(sample_texts(handle, openers, max_new_tokens=config.tokens, top_k=50))
+        return texts
+
     key = content_key("model-texts", handle.fingerprint(), n, config.tokens, config.seed)
-    path = cache_dir("corpora") / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    texts: list[str] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        for start in range(0, n, 32):
-            openers = [_OPENERS[i % len(_OPENERS)] for i in range(start, min(n, start + 32))]
-            texts.extend(sample_texts(handle, openers, max_new_tokens=config.tokens, top_k=50))
-    atomic_write_bytes(path, json.dumps(texts).encode())
-    return texts
+    return ArtifactCache("corpora").get_or_compute(key, sample)
 
 
 def stats_key(handle: ModelHandle, layer: int, corpus: Corpus, config: StatsConfig) -> str:
@@ -189,14 +209,14 @@ def stats_key(handle: ModelHandle, layer: int, corpus: Corpus, config: StatsConf
     )  # fmt: skip
 
 
-def _path(key: str) -> Path:
-    return cache_dir("stats") / f"{key}.pt"
+#: One file per statistic: {"c": C, "identity": the corpus identity, "samples": the sample count}.
+_STATS: ArtifactCache[dict[str, Any]] = ArtifactCache("stats", TORCH_CODEC)
 
 
 def cached_layers(handle: ModelHandle, layers: Sequence[int], config: StatsConfig) -> list[int]:
     """The layers whose statistic is already on disk for this model, corpus and config."""
     corpus = resolve_corpus(config.corpus, handle, config)
-    return [layer for layer in layers if _path(stats_key(handle, layer, corpus, config)).exists()]
+    return [layer for layer in layers if _STATS.path(stats_key(handle, layer, corpus, config)).exists()]
 
 
 def second_moments(
@@ -207,54 +227,35 @@ def second_moments(
     keys = {layer: stats_key(handle, layer, corpus, config) for layer in dict.fromkeys(layers)}
     result: dict[int, torch.Tensor] = {}
     for layer, key in keys.items():
-        if key not in _MEMO and _path(key).exists():
-            _MEMO[key] = torch.load(io.BytesIO(_path(key).read_bytes()), weights_only=True)["c"]
+        if key not in _MEMO and (stored := _STATS.load(key)) is not None:
+            _MEMO[key] = stored["c"]
         if key in _MEMO:
             result[layer] = _MEMO[key]
     missing = [layer for layer in keys if layer not in result]
     if missing:
         computed = _compute(handle, missing, corpus.texts(config.samples), config, progress)
         for layer, c in computed.items():
-            buffer = io.BytesIO()
-            torch.save({"c": c, "identity": corpus.identity, "samples": config.samples}, buffer)
-            atomic_write_bytes(_path(keys[layer]), buffer.getvalue())
+            _STATS.store(keys[layer], {"c": c, "identity": corpus.identity, "samples": config.samples})
             _MEMO[keys[layer]] = result[layer] = c
     return result
-
-
-class _StopForward(Exception):
-    """Raised by a hook once the deepest needed layer has been seen: later layers are wasted work."""
 
 
 @torch.no_grad()
 def _compute(
     handle: ModelHandle, layers: Sequence[int], texts: Sequence[str], config: StatsConfig, progress: bool
 ) -> dict[int, torch.Tensor]:
+    """Σ k kᵀ / count over every non-padding token of `texts`, per layer, in one pass that stops at
+    the deepest layer asked for (the layers above it would be wasted work)."""
     if not texts:
         raise HarnessError("the statistics corpus yielded no text")
     dtype = _DTYPES[config.dtype]
     width = handle.adapter.intermediate_size
     sums = {layer: torch.zeros(width, width, dtype=dtype, device=handle.device) for layer in layers}
     count = 0
-    mask: torch.Tensor | None = None
-    deepest = max(layers)
-
-    def hook_for(layer: int):
-        def hook(module, args):
-            keys = args[0][mask].to(dtype)  # [tokens, d_in]
-            sums[layer].add_(keys.T @ keys)
-            if layer == deepest:
-                raise _StopForward
-
-        return hook
-
+    names = {layer: handle.adapter.mlp_out_name(layer) for layer in layers}
     ordered = sorted(texts, key=len)
     batch_size = max(1, 4096 // config.tokens)
-    hooks = [
-        handle.adapter.module(handle.adapter.mlp_out_name(layer)).register_forward_pre_hook(hook_for(layer))
-        for layer in layers
-    ]
-    try:
+    with capture_modules(handle, list(names.values()), inputs=True, stop_early=True) as seen:
         for start in tqdm(range(0, len(ordered), batch_size), desc="second moments", disable=not progress):
             batch = handle.tokenizer(
                 list(ordered[start : start + batch_size]),
@@ -266,11 +267,11 @@ def _compute(
             ).to(handle.device)
             mask = batch["attention_mask"].bool()
             count += int(mask.sum())
-            with contextlib.suppress(_StopForward):
-                handle.model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-                )
-    finally:
-        for h in hooks:
-            h.remove()
+            seen.clear()
+            seen.forward(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+            )
+            for layer, name in names.items():
+                keys = seen.inputs[name][0][mask].to(dtype)  # [tokens, d_in]
+                sums[layer].add_(keys.T @ keys)
     return {layer: (s / count).to(torch.float32).cpu() for layer, s in sums.items()}

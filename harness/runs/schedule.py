@@ -1,0 +1,117 @@
+"""The plan's second half: each job's cases read, checked against its method, and laid out in steps.
+
+`build_plan` refuses what names, capabilities and modes make impossible without reading any data.
+Here the data is read and every case is asked `Method.check_case`, still before the run folder is
+made or a model loads, so a case a method cannot edit stops the run at once (or, with
+--skip-invalid, is left out with a warning). A `JobSchedule` is then everything a job will do,
+decided: the executor only executes it, and resuming compares its row keys with cases.jsonl.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from harness.ground import EditCase, HarnessError, Method
+from harness.runs import modes
+from harness.runs.catalog import Catalog
+from harness.runs.modes import Step, Tagged
+from harness.runs.plan import Job, RunConfig
+from harness.runs.store import RowKey
+
+Warn = Callable[[str], None]
+
+
+def warn_stderr(message: str) -> None:
+    """The default warning channel: stderr, above any progress bar."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class JobSchedule:
+    """One job's work: its editable cases per task (task order), the same cases tagged in editing
+    order, the `apply` steps over them, and (cross-domain) the train split it is fitted on."""
+
+    job: Job
+    cases: Mapping[str, tuple[EditCase, ...]]
+    ordered: tuple[Tagged, ...]
+    steps: tuple[Step, ...]
+    train: tuple[EditCase, ...] = ()
+
+    def row_key(self, tagged: Tagged, protocol: str) -> RowKey:
+        return (self.job.key, tagged.task, tagged.case.case_id, protocol)
+
+    def row_keys(self) -> set[RowKey]:
+        """Every row the job writes to cases.jsonl when it runs to its end."""
+        return {
+            self.row_key(t, protocol)
+            for step in self.steps
+            for protocol, tagged in step.score
+            for t in tagged
+        }
+
+
+class _Splits:
+    """Task splits, each read once per run, with a warning for records skipped as invalid."""
+
+    def __init__(self, catalog: Catalog, config: RunConfig, warn: Warn) -> None:
+        self.catalog = catalog
+        self.config = config
+        self.warn = warn
+        self._loaded: dict[tuple[str, str], tuple[EditCase, ...]] = {}
+
+    def __call__(self, task: str, split: str) -> tuple[EditCase, ...]:
+        if (task, split) not in self._loaded:
+            loaded = self.catalog.task(task).load(
+                split=split, data_dir=self.config.data_dir, skip_invalid=self.config.skip_invalid
+            )
+            if loaded.skipped:
+                self.warn(
+                    f"task {task!r}: {len(loaded.skipped)} invalid records of {loaded.source} skipped "
+                    f"(first: {loaded.skipped[0]}); run `harness validate {loaded.source} --task {task}`"
+                )
+            self._loaded[(task, split)] = tuple(loaded.cases)
+        return self._loaded[(task, split)]
+
+
+def _editable(
+    job: Job, method: Method, cases: Sequence[EditCase], skip_invalid: bool, warn: Warn
+) -> tuple[EditCase, ...]:
+    """The cases the job's method can edit: one it cannot stops the run, or with --skip-invalid is
+    left out with a warning."""
+    problems = {c.case_id: problem for c in cases if (problem := method.check_case(c))}
+    if not problems:
+        return tuple(cases)
+    first = next(iter(problems.values()))
+    count = f"{len(problems)} of {len(cases)} cases"
+    if not skip_invalid:
+        raise HarnessError(
+            f"{job.key}: {job.method} cannot edit {count} (first: {first}); fix the data, leave "
+            f"this method or task out, or pass --skip-invalid to skip such cases"
+        )
+    warn(f"{job.key}: {count} skipped that {job.method} cannot edit (first: {first})")
+    return tuple(c for c in cases if c.case_id not in problems)
+
+
+def schedule(jobs: Sequence[Job], config: RunConfig, catalog: Catalog, warn: Warn) -> list[JobSchedule]:
+    """The schedule of every job, in plan order; raises HarnessError for a case a method cannot
+    edit (unless `config.skip_invalid`) and for a task whose data cannot be read."""
+    splits = _Splits(catalog, config, warn)
+    schedules = []
+    for job in jobs:
+        method = catalog.method(job.method)
+        cases = {
+            task: _editable(
+                job, method, splits(task, config.split)[: config.limit], config.skip_invalid, warn
+            )
+            for task in job.tasks
+        }
+        per_task = [[Tagged(task, c) for c in task_cases] for task, task_cases in cases.items()]
+        ordered = modes.interleave(per_task, config.seed) if len(per_task) > 1 else per_task[0]
+        steps = modes.steps(ordered, job.batch_size, sequential=not job.undoes, eval_at=job.eval_at)
+        train = splits(job.train_task, "train") if job.train_task else ()
+        schedules.append(JobSchedule(job, cases, tuple(ordered), tuple(steps), train))
+    return schedules
