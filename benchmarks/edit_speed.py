@@ -3,12 +3,16 @@ to compute second-moment statistics, with the machine and library versions.
 
     python benchmarks/edit_speed.py [--methods rome,grace,...] [--cases 5] [--model smollm2-135m]
                                     [--set KEY=VALUE | METHOD.KEY=VALUE ...] [--fresh-cache]
+                                    [--device cuda --dtype bfloat16] [--verify]
 
 Any registered method can be named; cases are the first real ZsRE records when the KnowEdit data is
 found (--data-dir), else two built-in facts. Work that a real run caches (context templates,
 second-moment statistics, IKE's embeddings of its train split) is done and timed once before the
 edits; the first edit is reported apart from the rest. Each edit is seeded as `harness run` seeds
-it and undone before the next, so every edit starts from the original model.
+it and undone before the next, so every edit starts from the original model. With `--verify` every
+undo also checks that all parameters are bit-identical to before the edit (the GPU check uses it).
+The bare operation, one forward pass of the edit prompts, is timed in the same run, so the seconds
+per edit can be read as a multiple of it.
 """
 
 from __future__ import annotations
@@ -81,6 +85,24 @@ def time_edits(handle: ModelHandle, method: Method, hparams: dict, cases: list[E
     return times
 
 
+def bare_forward_s(handle: ModelHandle, cases: list[EditCase], repeats: int = 5) -> float:
+    """Seconds of one batched forward pass over the cases' prompts (the median of `repeats`)."""
+    from harness.api import encode_prompts
+
+    batch = encode_prompts(handle.tokenizer, [c.prompt for c in cases]).to(handle.device)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            if handle.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            handle.model(**batch.model_inputs())
+            if handle.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return sorted(times[1:])[repeats // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -90,6 +112,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).parents[2] / "shared/data/knowedit")
     parser.add_argument("--set", action="append", default=[], help="hparam override (METHOD.KEY for one)")
     parser.add_argument("--fresh-cache", action="store_true", help="time cached work from an empty cache")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the model's)")
+    parser.add_argument("--verify", action="store_true", help="check every undo restores all weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.fresh_cache:
@@ -98,10 +123,16 @@ def main() -> None:
     cpus = f"{os.cpu_count()} CPUs, {args.threads} torch threads"
     print(f"machine: {platform.platform()}, {platform.machine()}, {cpus}")
     print(f"python {platform.python_version()}, {packages}")
-    handle = load_model(args.model, device="cpu", alias=get_registry().models.locate(args.model))
+    alias = get_registry().models.locate(args.model)
+    handle = load_model(args.model, device=args.device, dtype=args.dtype, alias=alias, verify=args.verify)
     handle.fingerprint()
     cases = zsre(args.data_dir, 0, args.cases)
-    print(f"model {args.model} ({handle.adapter.family}, {handle.dtype}), {len(cases)} cases per method\n")
+    print(
+        f"model {args.model} ({handle.adapter.family}, {handle.dtype}, {handle.device}), {len(cases)} cases"
+    )
+    print(
+        f"bare forward pass of the {len(cases)} edit prompts: {bare_forward_s(handle, cases) * 1e3:.2f} ms\n"
+    )
     overrides = parse_assignments(args.set)
     table = []
     for name in args.methods.split(","):

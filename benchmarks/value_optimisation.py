@@ -118,6 +118,7 @@ def main() -> None:
     base = Catalog(get_registry()).suite("knowedit-mini").hparams if args.base == "main-job" else {}
 
     means = []
+    mean_headers = ["method", "value choices", "ES", "gen", "loc", "evals", "at cap", "s per edit"]
     for method_name in args.methods.split(","):
         method = get_registry().load("methods", method_name)()
         results, cap = {}, {}
@@ -151,9 +152,10 @@ def main() -> None:
                     round(sum(r["s"] for r in rows) / n, 1),
                 ]
             )
+        print(f"\n{method_name}, means:\n")  # now, so that a later failure loses nothing
+        print(tabulate(means[-len(results) :], headers=mean_headers, tablefmt="github"), flush=True)
     print("\nMeans:\n")
-    headers = ["method", "value choices", "ES", "gen", "loc", "evals", "at cap", "s per edit"]
-    print(tabulate(means, headers=headers, tablefmt="github"))
+    print(tabulate(means, headers=mean_headers, tablefmt="github"))
     print(f"\n{len(cases)} cases, base hparams: {args.base}; {machine(load_at_start)}")
 
 

@@ -37,7 +37,8 @@ from harness.ground import (
 #: The version of this surface (semantic versioning), independent of the package's version.
 API_VERSION = "1.0.0"
 
-#: Names imported on first use: name -> the module that defines it.
+#: Names imported on first use: name -> the module that defines it ("module:attribute" where the
+#: attribute is named otherwise there).
 _LAZY: dict[str, str] = {
     # models
     "ModelHandle": "harness.models.handle",
@@ -48,7 +49,7 @@ _LAZY: dict[str, str] = {
     "ArchitectureAdapter": "harness.models.adapters",
     "package_file": "harness.models.sources",
     "package_file_available": "harness.models.sources",
-    "load_model": "harness.models.load",
+    "load_model": "harness.commands:load_named_model",
     "capture_modules": "harness.models.capture",
     # prompts and answers
     "AnswerBatch": "harness.models.tokenization",
@@ -56,6 +57,7 @@ _LAZY: dict[str, str] = {
     "encode_answers": "harness.models.tokenization",
     "encode_prompts": "harness.models.tokenization",
     "join_prompt_answer": "harness.models.tokenization",
+    "trim_prompt": "harness.models.tokenization",
     # what metrics ask and get back
     "Request": "harness.evaluation.requests",
     "Outcomes": "harness.evaluation.requests",
@@ -109,10 +111,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    target = _LAZY.get(name)
+    if target is None:
         raise AttributeError(f"module 'harness.api' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attribute = target.partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value  # later look-ups skip this function
     return value
 

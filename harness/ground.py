@@ -153,6 +153,11 @@ class Method:
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
     hparams_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}}
+    #: The hyperparameters to try first when a method's edits do not take on a model, in words
+    #: (e.g. "layers, lr, num_steps"): a run that sees most edits leave the edit-success metrics
+    #: where the unedited model had them names these. "" (the default) for a method without such
+    #: knobs, whose warning then gives no tuning advice.
+    tuning_hint: ClassVar[str] = ""
 
     def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
         """Model-dependent defaults, chosen from the architecture adapter and relative depth."""
@@ -162,6 +167,13 @@ class Method:
         """Why this method cannot edit `case` (naming the case and the field), or None. The runner
         asks for every case of a job before any model loads, so a case the method would fail on
         stops the run at its start instead of hours into it."""
+        return None
+
+    def case_note(self, case: EditCase) -> str | None:
+        """What a reader of the results should know about how this method reads `case`, which it
+        edits all the same (a subject found in the prompt under another letter case, say), or
+        None. Asked beside `check_case`, before any model loads: the run warns with every note and
+        records it in the manifest (`jobs.<key>.notes`, case id -> note)."""
         return None
 
     def fit(self, handle: ModelHandle, train_cases: Sequence[EditCase], hparams: Mapping[str, Any]) -> None:
@@ -201,6 +213,8 @@ class DatasetSpec:
         field of the user's records holding it, or None when `record_format` is given. A spec has
         exactly one of the two.
     metrics: metric names to score with, or None for the reading task's defaults.
+    chat_template: the prompts are meant for the model's chat template: a run with this task
+        applies it (as `--chat-template` does), the harness sets `Task.chat_template` from it.
     description: free text from the spec.
     source: the spec file, for messages.
     """
@@ -210,6 +224,7 @@ class DatasetSpec:
     record_format: str | None = None
     fields: Mapping[str, Any] | None = None
     metrics: tuple[str, ...] | None = None
+    chat_template: bool = False
     description: str = ""
     source: str = ""
 
@@ -227,13 +242,17 @@ class Task:
     """Base class of a task plugin: a dataset in one record format, turned into edit cases.
 
     `record_format` names the JSON Schema (in schemas/) its records validate against;
-    `metrics` are the metric names its cases are scored with by default.
+    `metrics` are the metric names its cases are scored with by default. `chat_template` True
+    says the task's prompts are meant for the model's chat template, so a run with the task
+    applies it (`harness run --chat-template`); the harness sets it on the task of a dataset spec
+    whose `chat_template` is true.
     """
 
     name: ClassVar[str]
     record_format: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]] = ()
     splits: ClassVar[tuple[str, ...]] = ("test",)
+    chat_template: bool = False
 
     def load(
         self, *, split: str = "test", data_dir: str | None = None, skip_invalid: bool = False

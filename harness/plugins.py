@@ -167,7 +167,8 @@ class Kind(Generic[T]):
             failed = [p.name for p in self.registry.failures()]
             hint = f" (plugins that failed to load: {', '.join(failed)})" if failed else ""
             raise HarnessError(
-                f"unknown {self.singular} {name!r}; known {self.kind}: {known}{hint}"
+                f"unknown {self.singular} {name!r}{did_you_mean(name, self.names())}; "
+                f"known {self.kind}: {known}{hint}"
             ) from None
 
     def load(self, name: str) -> T:
@@ -261,6 +262,8 @@ class TaskKind(Kind[Task]):
         task = reader.from_spec(spec)
         if not isinstance(task, Task):
             raise HarnessError(f"{reader.__name__}.from_spec returned {task!r}, which is not a Task")
+        if spec.chat_template:
+            task.chat_template = True
         return task
 
     def formats(self) -> dict[str, list[str]]:
@@ -317,10 +320,28 @@ class ModelKind(Kind[Callable[[], Any]]):
             return obj
         self.reject(component, obj)
 
+    def check_spec(self, spec: str) -> None:
+        """Refuse a model spec that can only be a misspelt alias: a bare name (no '/', see
+        `harness.models.shape.Kind`) that is no registered alias, no file or folder here and no
+        model in the local Hugging Face cache. Such a spec would otherwise reach the hub and fail
+        there with a connection error; the HarnessError names the closest alias and the known ones.
+        Nothing is loaded or called: the plan checks every run's model with it."""
+        from harness.models.shape import in_hub_cache, location_kind
+
+        if spec in self or location_kind(spec) != "bare name" or in_hub_cache(spec):
+            return
+        raise HarnessError(
+            f"unknown model {spec!r}{did_you_mean(spec, self.names())}: it is no registered alias "
+            f"(known aliases: {', '.join(self.names()) or 'none'}; `harness list models`), no file or "
+            "folder here, and no Hugging Face hub id, which reads OWNER/NAME"
+        )
+
     def locate(self, spec: str) -> tuple[str, str] | None:
         """`(location, source)` of a registered alias, or None when `spec` is not an alias (a path
-        or a hub id, which the model loader takes as they are)."""
+        or a hub id, which the model loader takes as they are); a misspelt alias is refused
+        (`check_spec`)."""
         if spec not in self:
+            self.check_spec(spec)
             return None
         component = self.get(spec)
         location = str(self.load(spec)())
@@ -363,6 +384,24 @@ VIEWS: dict[str, type[Kind[Any]]] = {
 }
 
 
+def _spelling(name: str) -> str:
+    """A name as near misses are compared: lower case, without '-', '_', '.' or spaces."""
+    return "".join(c for c in name.lower() if c not in "-_. ")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` (did you mean 'rome'?)` for the known name closest to a misspelt `name`, or "" when none is
+    close: the one wording of a near miss in every "unknown ..." message, whatever kind of name.
+
+    Names are compared by difflib's ratio with case and separators ignored (`ft_l` finds `ft-l`),
+    and a ratio of at least 0.75 counts as close: `smollm2-135` finds `smollm2-135m`, `rom` finds
+    `rome`, `htlm` finds `html`, while a shared prefix alone (`fixture-nope`, `fixture-bios`) does
+    not."""
+    by_spelling = {_spelling(k): k for k in known}
+    close = difflib.get_close_matches(_spelling(name), list(by_spelling), n=1, cutoff=0.75)
+    return f" (did you mean {by_spelling[close[0]]!r}?)" if close else ""
+
+
 def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0].strip() if (text or "").strip() else ""
 
@@ -399,10 +438,6 @@ class _PluginManager(pluggy.PluginManager):
             name for name, caller in vars(self.hook).items() if not name.startswith("_") and caller.has_spec()
         ]
 
-    def _did_you_mean(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self._spec_names(), n=1)
-        return f" (did you mean {close[0]!r}?)" if close else ""
-
     def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
         info = self.screened
@@ -413,13 +448,15 @@ class _PluginManager(pluggy.PluginManager):
             if inspect.isroutine(function) and not _from_the_harness(function):
                 info.warnings.append(
                     f"function {name!r} is not marked @hookimpl, so the harness ignores it"
-                    f"{self._did_you_mean(name) if name not in self._spec_names() else ''}"
+                    f"{did_you_mean(name, self._spec_names()) if name not in self._spec_names() else ''}"
                 )
             return None
         hook_name = opts.get("specname") or name
         caller = getattr(self.hook, hook_name, None)
         if caller is None or not caller.has_spec():
-            info.errors.append(f"unknown hook {hook_name!r}, skipped{self._did_you_mean(hook_name)}")
+            info.errors.append(
+                f"unknown hook {hook_name!r}, skipped{did_you_mean(hook_name, self._spec_names())}"
+            )
             return None
         extra = sorted(set(_required_arguments(function)) - set(caller.spec.argnames))
         if extra:

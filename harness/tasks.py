@@ -120,6 +120,7 @@ def read_dataset_spec(path: str | os.PathLike[str]) -> DatasetSpec:
         record_format=data.get("record_format"),
         fields=data.get("fields"),
         metrics=tuple(metrics) if metrics is not None else None,
+        chat_template=data.get("chat_template", False),
         description=data.get("description", ""),
         source=file,
     )

@@ -36,6 +36,8 @@ __all__ = [
 SUFFIX = ".schema.json"
 #: How many issues `format_issues` prints before it only counts the rest.
 SHOWN_ISSUES = 10
+#: The pattern of a string that must not be blank (`editing-common.schema.json`'s text, subject).
+BLANK_PATTERN = "\\S"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -247,8 +249,13 @@ def _message(error: Any) -> str:
     """One line saying what is wrong, without jsonschema's dump of the whole instance."""
     kind, value, instance = error.validator, error.validator_value, error.instance
     if kind == "required":
+        # jsonschema reports each missing field as an error of its own, all with this same list:
+        # every one of them names all (`_issues` keeps one), so none is named four times.
         missing = [name for name in value if isinstance(instance, dict) and name not in instance]
-        return f"missing required field {missing[0]!r}" if missing else error.message
+        if not missing:
+            return error.message
+        names = ", ".join(map(repr, missing))
+        return f"missing required field {names}" if len(missing) == 1 else f"missing required fields {names}"
     if kind == "type":
         expected = " or ".join(value) if isinstance(value, list) else value
         return f"expected {expected}, got {_kind(instance)} {_short(instance)}"
@@ -265,14 +272,18 @@ def _message(error: Any) -> str:
         return "must not be an empty list"
     if kind == "minLength" and instance == "":
         return "must not be an empty string"
+    if kind == "pattern" and value == BLANK_PATTERN:
+        return f"must not be blank, got {_short(instance)}"
     if kind == "enum":
         return f"{_short(instance)} is not one of {', '.join(_short(v) for v in value)}"
     return error.message if len(error.message) <= 160 else error.message[:157] + "..."
 
 
 def _issues(instance: Any, validator: Any, file: str, index: int | None) -> list[RecordIssue]:
+    """Every problem of one instance, each once (the missing fields of one object are one)."""
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path)))
-    return [RecordIssue(file, index, json_path(list(e.absolute_path)), _message(e)) for e in errors]
+    issues = [RecordIssue(file, index, json_path(list(e.absolute_path)), _message(e)) for e in errors]
+    return list(dict.fromkeys(issues))
 
 
 def validate_records(records: Sequence[Any], schema: SchemaRef, file: str) -> list[RecordIssue]:

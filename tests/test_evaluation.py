@@ -198,7 +198,9 @@ def test_contains_and_fluency_from_generations(tiny_handle):
     (got,) = Evaluator(tiny_handle, ["contains", "fluency"], options).evaluate_pre([case])
     model, tok = tiny_handle.model, tiny_handle.tokenizer
     greedy = run_generations(model, tok, [Request.generate(case.prompt, 8)], options)[0].text
-    request = Request.generate(case.prompt, 30, top_k=5, seed=case_seed(options.seed, case.prompt))
+    request = Request.generate(
+        case.prompt, 30, top_k=5, seed=case_seed(options.seed, case.prompt), stop_at_eos=False
+    )
     sampled = run_generations(model, tok, [request], options)[0].text
     assert got["contains"] == float(" paris " in f" {greedy.lower()} ")
     assert got["fluency"] == pytest.approx(weighted_ngram_entropy(case.prompt + sampled))
@@ -228,12 +230,13 @@ def test_pre_cache_keyed_by_what_an_outcome_holds(tiny_gpt2, monkeypatch):
 
     case = case_with_probes()
     Evaluator(tiny_gpt2, ["locality"]).prepare([case])
-    grown = {**pre_cache.OUTCOME_FIELDS, "score": [*pre_cache.OUTCOME_FIELDS["score"], "new_field"]}
+    original = pre_cache.OUTCOME_FIELDS
+    grown = {**original, "score": [*original["score"], "new_field"]}
     monkeypatch.setattr(pre_cache, "OUTCOME_FIELDS", grown)
     evaluator = Evaluator(tiny_gpt2, ["locality"])
     evaluator.prepare([case])
     assert evaluator.pre_computed == 3
-    monkeypatch.undo()
+    monkeypatch.setattr(pre_cache, "OUTCOME_FIELDS", original)  # not undo(): it would drop the private home
     again = Evaluator(tiny_gpt2, ["locality"])
     again.prepare([case])
     assert again.pre_computed == 0

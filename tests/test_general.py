@@ -15,7 +15,13 @@ import pytest
 import torch
 
 from harness.api import HarnessError
-from harness.general import GeneralResult, LmEvalMissingError, evaluate_general, general_before
+from harness.general import (
+    GeneralResult,
+    LmEvalMissingError,
+    check_tasks,
+    evaluate_general,
+    general_before,
+)
 from harness.general.environment import OFFLINE_VARIABLES, hub_unreachable, prepare_environment
 from harness.general.results import read_results
 
@@ -234,3 +240,58 @@ def test_a_group_without_an_aggregate_is_a_clear_error() -> None:
     output = {"results": {"grp": {"alias": "grp"}}, "group_subtasks": {"grp": ["a"]}}
     with pytest.raises(HarnessError, match="aggregate_metric_list"):
         read_results(output, ["grp"], limit=None, lmeval_version="0.4.13")
+
+
+UNCACHED_TASK = """
+task: harness_uncached
+dataset_path: knowedit-harness-tests/never-downloaded
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{prompt}}"
+doc_to_choice: "{{choices}}"
+doc_to_target: answer
+metric_list:
+  - metric: acc
+"""
+
+
+@pytest.fixture
+def uncached_tasks(tmp_path: Path) -> Path:
+    """A task folder with a task whose dataset lives on the hub and is in no local cache."""
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "harness_uncached.yaml").write_text(UNCACHED_TASK)
+    return folder
+
+
+def test_a_task_whose_data_is_not_cached_offline_fails_in_one_line(uncached_tasks, network_guard) -> None:
+    with pytest.raises(HarnessError) as refused:
+        check_tasks(["harness_uncached"], include_path=uncached_tasks)
+    message = str(refused.value)
+    assert "\n" not in message and refused.value.__cause__ is None
+    assert message.startswith(
+        "lm-eval task 'harness_uncached' cannot be built: dataset knowedit-harness-tests/never-downloaded "
+        "is not in the local `datasets` cache and the hub is offline;"
+    )
+    assert "HF_HOME" in message and f"a task from {uncached_tasks} (--general-include)" in message
+    check_tasks([MC, GEN], include_path=TASKS_DIR)  # local data builds offline
+    assert network_guard == []
+
+
+def test_a_run_refuses_an_unbuildable_general_task_before_its_directory_exists(
+    uncached_tasks, tiny_model_dirs, tmp_path
+) -> None:
+    from test_runs_plugin import registry
+
+    from harness.runs.catalog import Catalog
+    from harness.runs.plan import RunConfig
+    from harness.runs.runner import execute, plan
+
+    catalog = Catalog(registry())
+    fields = dict(model=str(tiny_model_dirs["llama"]), methods=("nudge",), tasks=("facts",))
+    refused = RunConfig(**fields, general=("harness_uncached",), general_include=str(uncached_tasks))
+    with pytest.raises(HarnessError, match=r"^lm-eval task 'harness_uncached' cannot be built"):
+        execute(refused, tmp_path / "run", device="cpu", catalog=catalog, progress=False)
+    assert not (tmp_path / "run").exists()
+    local = RunConfig(**fields, general=(MC,), general_include=str(TASKS_DIR))
+    assert [j.key for j in plan(local, catalog)[1]] == [f"{fields['model']}/nudge/facts/single"]

@@ -265,7 +265,7 @@ def _suite_plugin(*names: str, default: tuple[str, ...] = ()):
 
 def test_the_builtin_plugins_mark_the_default_suite_and_model():
     registry = build_registry()
-    assert registry.suites.default() == "knowedit-mini"
+    assert registry.suites.default() == "knowedit-quick"
     assert registry.models.default() == "smollm2-135m"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
@@ -122,6 +123,34 @@ class Picky(Nudge):
         return f"case {case.case_id}: field 'prompt' names Germany" if "Germany" in case.prompt else None
 
 
+class Stops(Nudge):
+    """The same edit, until the case named in `stop_at` comes: then it raises `stop` instead,
+    once (the class attributes are the switch, so a resumed run gets past that case)."""
+
+    name = "stops"
+    stop_at: ClassVar[str | None] = None
+    stop: ClassVar[type[BaseException]] = KeyboardInterrupt
+
+    def apply(self, handle, cases, hparams):
+        if Stops.stop_at in {c.case_id for c in cases}:
+            Stops.stop_at = None
+            raise Stops.stop("stopped by the test")
+        return super().apply(handle, cases, hparams)
+
+
+class LongFactsTask(FactsTask):
+    """Four facts, the second with a prompt longer than the tiny models' 256 positions."""
+
+    name = "long_facts"
+    prefix = "l"
+    splits = ("test",)
+
+    def load(self, *, split="test", data_dir=None, skip_invalid=False) -> LoadedCases:
+        cases = list(fact_cases(self.prefix)[:4])
+        cases[1] = replace(cases[1], prompt="Long ago and far away, " * 60 + cases[1].prompt)
+        return LoadedCases(tuple(cases), source="<long_facts:test>")
+
+
 class Recall(Method):
     """An in-context learner: fit remembers the train split, apply states the new fact."""
 
@@ -170,10 +199,11 @@ class Plugin:
     def harness_register_tasks(self, register):
         register("facts", FactsTask)
         register("other_facts", OtherFactsTask)
+        register("long_facts", LongFactsTask)
 
     @hookimpl
     def harness_register_methods(self, register):
-        for method in (Nudge, Single, Picky, Recall, Noop):
+        for method in (Nudge, Single, Picky, Stops, Recall, Noop):
             register(method.name, method)
 
     @hookimpl

@@ -105,6 +105,27 @@ def test_resuming_keeps_the_first_session_and_notes_the_new_one(tmp_path: Path):
     assert not (tmp_path / "empty").exists()
 
 
+def test_a_failed_end_records_the_error_and_counts_until_the_run_is_resumed(tmp_path: Path):
+    out = tmp_path / "run"
+    store = start(out)
+    assert store.ending() == {}
+    error = {"type": "RuntimeError", "message": "CUDA out of memory\nmore detail", "traceback": "..."}
+    store.record_end("failed", cases={"saved": 3, "planned": 8}, error=error)
+    written = manifest(out)
+    assert written["status"] == "failed" and written["error"] == error
+    assert written["cases"] == {"saved": 3, "planned": 8}
+    assert store.ending() == {
+        "status": "failed",
+        "cases": {"saved": 3, "planned": 8},
+        "error": "RuntimeError: CUDA out of memory",
+    }
+    with pytest.raises(ValueError, match="not 'running'"):
+        store.record_end("running")
+
+    RunStore(out).record_start({}, 0, resume=True, versions={}, machine={})
+    assert not {"ended", "cases", "error"} & set(manifest(out))
+
+
 def test_the_summary_comes_from_the_rows_and_the_planned_jobs(tmp_path: Path):
     store = start(tmp_path / "run")
     for job, protocol, case, score in [

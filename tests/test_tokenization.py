@@ -5,9 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.api import HarnessError
+from harness.api import EditCase, EvalOptions, HarnessError, Probe
 from harness.models.handle import ModelHandle
-from harness.models.tokenization import encode_answers, encode_prompts, join_prompt_answer, render_chat
+from harness.models.tokenization import (
+    chat_case,
+    encode_answers,
+    encode_prompts,
+    join_prompt_answer,
+    render_chat,
+    trim_prompt,
+)
+from harness.testing import Evaluator
 
 PROMPTS = ["The capital of France is", "Who", "The mother tongue of Danielle Darrieux is"]
 ANSWERS = ["Paris", " Berlin, the capital of Germany", "Zyxqvé 漢字"]
@@ -21,10 +29,68 @@ def real_ids(batch, row: int) -> list[int]:
     return batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
 
 
+#: One fact, its seam written every way whitespace allows: all must encode and score alike.
+PROMPT_VARIANTS = ["The capital of France is", "The capital of France is ", "The capital of France is \t "]
+ANSWER_VARIANTS = ["Paris", " Paris", "Paris ", "  Paris \n"]
+
+
 def test_join_adds_one_space_unless_the_answer_has_one() -> None:
     assert join_prompt_answer("The capital is", "Paris") == "The capital is Paris"
     assert join_prompt_answer("The capital is", " Paris") == "The capital is Paris"
     assert join_prompt_answer("Q:", "\nA") == "Q:\nA"
+
+
+@pytest.mark.parametrize("prompt", PROMPT_VARIANTS)
+@pytest.mark.parametrize("answer", ANSWER_VARIANTS)
+def test_the_seam_is_one_space_however_it_is_written(prompt: str, answer: str) -> None:
+    assert join_prompt_answer(prompt, answer) == "The capital of France is Paris"
+    assert trim_prompt(prompt) == "The capital of France is"
+
+
+def test_line_breaks_at_the_seam_end_the_prompt_and_punctuation_keeps_its_space() -> None:
+    # A chat template's generation prompt, a Q/A format: the answer follows the line break.
+    assert join_prompt_answer("<|im_start|>assistant\n", " Paris") == "<|im_start|>assistant\nParis"
+    assert join_prompt_answer("Q: Where?\n  ", "Paris") == "Q: Where?\nParis"
+    assert join_prompt_answer("Q: Where? \n\n", " Paris") == "Q: Where?\n\nParis"
+    assert trim_prompt("Q: Where?\n ") == "Q: Where?\n"
+    # Names that start with punctuation are words of their own: the rule touches whitespace only.
+    assert (
+        join_prompt_answer("The cartridge is the", ".338 Lapua Magnum")
+        == "The cartridge is the .338 Lapua Magnum"
+    )
+    assert join_prompt_answer("The city is ", "'s-Hertogenbosch") == "The city is 's-Hertogenbosch"
+
+
+def test_whitespace_variants_encode_to_the_same_tokens_and_answer(tiny_handle: ModelHandle) -> None:
+    tok = tiny_handle.tokenizer
+    pairs = [(p, a) for p in PROMPT_VARIANTS for a in ANSWER_VARIANTS]
+    batch = encode_answers(tok, [p for p, _ in pairs], [a for _, a in pairs])
+    assert (batch.input_ids == batch.input_ids[0]).all()
+    assert (batch.answer_start == batch.answer_start[0]).all()
+    assert (batch.answer_end == batch.answer_end[0]).all()
+    assert tok.decode(answer_ids(batch, 0)).strip() == "Paris"
+    assert real_ids(batch, 0) == tok("The capital of France is Paris").input_ids
+    # Generation and next-token prompts: no lone space token at the end, the same ids for every
+    # variant, and exactly the prompt part of the joined text.
+    prompts = encode_prompts(tok, PROMPT_VARIANTS, padding_side="right")
+    plain = tok("The capital of France is").input_ids
+    for row in range(len(PROMPT_VARIANTS)):
+        assert real_ids(prompts, row) == plain
+        assert int(prompts.last_index[row]) == len(plain) - 1
+    assert real_ids(batch, 0)[: int(batch.answer_start[0])] == plain
+
+
+def test_a_line_break_at_the_seam_is_never_scored(tiny_handle: ModelHandle) -> None:
+    tok = tiny_handle.tokenizer
+    newline = tok("Q: Where is the Eiffel Tower?\n").input_ids[-1]
+    for prompt, answer in [
+        ("Q: Where is the Eiffel Tower?\n", " Paris"),
+        ("Q: Where is the Eiffel Tower?", "\nParis"),
+    ]:
+        batch = encode_answers(tok, [prompt], [answer])
+        start = int(batch.answer_start[0])
+        assert int(batch.input_ids[0, start - 1]) == newline
+        assert tok.decode(answer_ids(batch, 0)) == "Paris"
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -110,6 +176,46 @@ def test_chat_rendering_wraps_one_user_turn(tiny_handle: ModelHandle) -> None:
     assert tiny_handle.tokenizer.decode(answer_ids(batch, 0)).strip() == "Paris"
 
 
+def test_chat_rendering_strips_the_user_text_and_the_answer_follows_the_turn(
+    tiny_handle: ModelHandle,
+) -> None:
+    tok = tiny_handle.tokenizer
+    text = render_chat(tok, "The capital of France is")
+    assert {render_chat(tok, p) for p in PROMPT_VARIANTS} == {text}
+    batch = encode_answers(tok, [text], [" Paris "])
+    expected = tok(
+        "<|im_start|>user\nThe capital of France is<|im_end|>\n<|im_start|>assistant\nParis"
+    ).input_ids
+    assert real_ids(batch, 0) == expected
+    start = int(batch.answer_start[0])
+    assert tok.convert_ids_to_tokens(expected[start - 1 : start]) == tok.tokenize("\n")[-1:]
+    assert tok.decode(answer_ids(batch, 0)) == "Paris"
+
+
+def test_a_chat_case_has_every_prompt_rendered_and_nothing_else_changed(tiny_llama: ModelHandle) -> None:
+    tok = tiny_llama.tokenizer
+    case = EditCase(
+        case_id="c",
+        prompt="The capital of France is",
+        target_new="Berlin",
+        subject="France",
+        ground_truth=("Paris",),
+        rephrases=("France's capital is",),
+        portability={"reasoning": (Probe("The capital of the country of the Seine is", ("Berlin",)),)},
+        locality={"relation_specificity": (Probe("The capital of Italy is", ("Rome",)),)},
+        extras={"note": "kept"},
+    )
+    chat = chat_case(tok, case)
+    assert chat.prompt == render_chat(tok, case.prompt) and case.subject in chat.prompt
+    assert chat.rephrases == (render_chat(tok, "France's capital is"),)
+    assert chat.portability["reasoning"][0] == Probe(
+        render_chat(tok, case.portability["reasoning"][0].prompt), ("Berlin",)
+    )
+    assert chat.locality["relation_specificity"][0].prompt == render_chat(tok, "The capital of Italy is")
+    unchanged = ("case_id", "target_new", "subject", "ground_truth", "extras")
+    assert all(getattr(chat, name) == getattr(case, name) for name in unchanged)
+
+
 def test_chat_without_template_is_an_error(tiny_gpt2: ModelHandle) -> None:
     tiny_gpt2.tokenizer.chat_template = None
     with pytest.raises(HarnessError, match="no chat template"):
@@ -135,3 +241,16 @@ def test_smollm2_boundary_has_no_bos_and_a_spaced_answer_token(smollm2: ModelHan
     assert tok.decode(answer_ids(batch, 0)) == " Paris"
     assert real_ids(batch, 0) == tok("The capital of France is Paris").input_ids
     assert tok.bos_token_id not in real_ids(batch, 0)
+
+
+@pytest.mark.slow
+def test_smollm2_scores_one_known_fact_alike_however_the_seam_is_written(smollm2: ModelHandle) -> None:
+    """The unedited SmolLM2 knows the capital of France. Before the seam rule, the prompt with a
+    trailing space scored edit success 0.0 (a lone space token was scored) and the answer "Paris "
+    0.5; every variant must score what the plain one does, teacher-forced and generated alike."""
+    cases = [
+        EditCase(case_id=f"v{i}", prompt=prompt, target_new=answer)
+        for i, (prompt, answer) in enumerate((p, a) for p in PROMPT_VARIANTS for a in ANSWER_VARIANTS)
+    ]
+    scores = Evaluator(smollm2, ["edit_succ", "contains"], EvalOptions(use_cache=False)).evaluate_pre(cases)
+    assert scores == [{"edit_succ": 1.0, "contains": 1.0}] * len(cases)

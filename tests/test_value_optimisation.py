@@ -41,15 +41,20 @@ BASE = {
 }
 
 
+def _sharpen(handle, factor: float):
+    """The tiny model with its final norm's weight scaled by `factor`. A random tiny model's logits
+    span a few nats, so no δ could make a target likely, nor move a distribution far; scaled, they
+    can, as in a trained model. (Scaling the tied embeddings instead would scale the residual stream
+    too, and drown what δ at the subject passes on to later tokens.)"""
+    with torch.no_grad():
+        handle.adapter.module(handle.adapter.final_norm_name).weight.mul_(factor)
+    return handle
+
+
 @pytest.fixture
 def sharp(tiny_handle):
-    """A tiny model whose final norm scales up 20 times. A random tiny model's logits span a few
-    nats, so no δ could make a target likely; scaled, they can, as in a trained model. (Scaling the
-    tied embeddings instead would scale the residual stream too, and drown what δ at the subject
-    passes on to later tokens.)"""
-    with torch.no_grad():
-        tiny_handle.adapter.module(tiny_handle.adapter.final_norm_name).weight.mul_(20)
-    return tiny_handle
+    """Logits sharp enough for the NLL to fall below the stopping threshold in a step or two."""
+    return _sharpen(tiny_handle, 20)
 
 
 def _trace(handle, v0: torch.Tensor | None = None, **changes) -> tuple[torch.Tensor, list[ValueStep]]:
@@ -107,27 +112,29 @@ def test_kl_divergence_is_the_references_call_in_its_direction() -> None:
 
 @pytest.mark.parametrize("position", ["next_token", "subject_last"])
 @pytest.mark.parametrize("direction", ["edited_original", "original_edited"])
-def test_kl_term_reads_the_chosen_token_in_the_chosen_direction(sharp, position, direction) -> None:
-    _, trace = _trace(sharp, kl_position=position, kl_direction=direction)
+def test_kl_term_reads_the_chosen_token_in_the_chosen_direction(tiny_handle, position, direction) -> None:
+    handle = _sharpen(tiny_handle, 6)  # distributions that one step of δ moves measurably
+    _, trace = _trace(handle, kl_position=position, kl_direction=direction)
     step = trace[1]  # one Adam step away from δ = 0
     text = "France is a"
-    subject = _subject_last(sharp, text, "France")
-    edited = _log_probs_with(sharp, text, step.delta, subject)
-    original = _log_probs_with(sharp, text, torch.zeros_like(step.delta), subject)
+    subject = _subject_last(handle, text, "France")
+    edited = _log_probs_with(handle, text, step.delta, subject)
+    original = _log_probs_with(handle, text, torch.zeros_like(step.delta), subject)
     by_hand = {}
     for pos, row in (("next_token", -1), ("subject_last", subject)):
         by_hand[pos, "edited_original"] = _kl(edited[row], original[row])
         by_hand[pos, "original_edited"] = _kl(original[row], edited[row])
     assert trace[0].kl == 0.0
-    assert step.kl == pytest.approx(by_hand[position, direction], rel=1e-3, abs=1e-6)
+    assert step.kl == pytest.approx(by_hand[position, direction], rel=1e-3)
     assert step.total == pytest.approx(step.nll + BASE["kl_factor"] * step.kl, rel=1e-5)
-    # Each choice matters where the hand values differ (after "is a" both directions are near 0).
-    assert by_hand["subject_last", "edited_original"] > 10 * by_hand["next_token", direction]
-    subject_last = by_hand["subject_last", "edited_original"], by_hand["subject_last", "original_edited"]
-    assert subject_last[0] != pytest.approx(subject_last[1], rel=0.05)
-    distinct = [v for v in by_hand.values() if v != pytest.approx(by_hand[position, direction], rel=0.05)]
-    assert all(step.kl != pytest.approx(v, rel=1e-3, abs=1e-6) for v in distinct)
-    assert len(distinct) >= 2
+    # The position matters; so does the direction where the distribution moves far (at the subject;
+    # after "is a" the two directions are within 2% here, and the test above tells them apart).
+    other_position = "subject_last" if position == "next_token" else "next_token"
+    assert step.kl != pytest.approx(by_hand[other_position, direction], rel=0.5)
+    other_direction = "original_edited" if direction == "edited_original" else "edited_original"
+    assert by_hand["subject_last", direction] != pytest.approx(
+        by_hand["subject_last", other_direction], rel=0.1
+    )
 
 
 @pytest.mark.parametrize("form", ["squared", "norm"])

@@ -1,1 +1,38 @@
-"""One module per `harness` subcommand, each exposing `command`."""
+"""One module per `harness` subcommand, each exposing `command`; and what their options share."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from harness.plugins import did_you_mean
+
+if TYPE_CHECKING:
+    from harness.models.handle import ModelHandle
+
+
+class Choice(click.Choice):
+    """click's choice of fixed values, whose refusal of a misspelt value names the closest one
+    (`did_you_mean`), as every "unknown ..." message of the harness does."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            hint = did_you_mean(str(value), [str(c) for c in self.choices])
+            self.fail(f"{exc.message.rstrip('.')}{hint}", param, ctx)
+
+
+def load_named_model(spec: str, **options: Any) -> ModelHandle:
+    """A model as `harness run --model` takes it: a registered alias (resolved through the installed
+    plugins), a folder, a GGUF file or a Hugging Face id. `options` are those of
+    `harness.models.load.load_model` (device, dtype, verify, ...). It is `harness.api.load_model`,
+    for plugin subcommands, which live at this layer; a method is handed its model instead.
+
+    Raises HarnessError for an unknown alias (with the closest names) or a model that cannot load.
+    """
+    from harness.models.load import load_model
+    from harness.plugins import get_registry
+
+    return load_model(spec, alias=get_registry().models.locate(spec), **options)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from harness.commands import Choice
 from harness.ground import HarnessError
 from harness.runs.leaderboard import FORMATS, LAYOUTS
 
@@ -48,10 +49,10 @@ def load_summary(run_dir: str | os.PathLike[str], registry: Registry | None = No
 
 @click.command("leaderboard")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--format", "fmt", type=Choice(FORMATS), default="text", show_default=True)
 @click.option(
     "--layout",
-    type=click.Choice(LAYOUTS),
+    type=Choice(LAYOUTS),
     default="wide",
     show_default=True,
     help="wide: a row per result, a column per metric; knowedit: the paper's rows of task x metric.",
@@ -59,9 +60,17 @@ def load_summary(run_dir: str | os.PathLike[str], registry: Registry | None = No
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 def command(run_dirs: tuple[str, ...], fmt: str, layout: str, output: str | None) -> None:
     """Merge runs into one table; fractions x100 as in the KnowEdit tables, other units as they are."""
-    from harness.runs.leaderboard import merge, render
+    from harness.plugins import get_registry
+    from harness.runs.leaderboard import merge, metric_names, render, run_facts
 
-    text = render(merge([load_summary(d) for d in run_dirs]), fmt, layout)
+    summaries = [load_summary(d) for d in run_dirs]
+    registry = get_registry()
+    names = {name for summary in summaries for name in metric_names(summary)}
+    descriptions = {
+        name: registry.metrics.get(name).description for name in names if name in registry.metrics
+    }
+    runs = [run_facts(summary) for summary in summaries]
+    text = render(merge(summaries), fmt, layout, runs=runs, descriptions=descriptions)
     if output:
         with open(output, "w", encoding="utf-8") as f:
             f.write(text if text.endswith("\n") else text + "\n")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import time
 
 import click
 from click.core import ParameterSource
 
+from harness.commands import Choice
 from harness.ground import HarnessError
 from harness.hparams import load_hparams_file, parse_assignments
 
@@ -36,6 +38,7 @@ PLAN_OPTIONS = (
     "general_include",
     "general_limit",
     "general_edits",
+    "chat_template",
 )
 
 
@@ -47,6 +50,13 @@ def _names(values: tuple[str, ...]) -> tuple[str, ...]:
 def _absolute(path: str | None) -> str | None:
     """Folders are recorded absolute, so that `--resume` from another directory finds them."""
     return os.path.abspath(path) if path else None
+
+
+def _tasks(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Task names, with dataset spec paths made absolute (recorded, like folders, for `--resume`)."""
+    from harness.tasks import is_spec_path
+
+    return tuple(os.path.abspath(t) if is_spec_path(t) else t for t in _names(values))
 
 
 def _counts(text: str | None) -> tuple[int, ...]:
@@ -61,6 +71,15 @@ def _counts(text: str | None) -> tuple[int, ...]:
     return values
 
 
+def _resumed_folder(resume: str, out: str | None) -> str:
+    """The run directory of `--resume RUN_DIR` or `--out RUN_DIR --resume`."""
+    if resume and out and os.path.abspath(resume) != os.path.abspath(out):
+        raise HarnessError(f"--resume {resume} and --out {out} name two run directories; give one")
+    if not (resume or out):
+        raise HarnessError("--resume needs the run directory to continue: harness run --resume RUN_DIR")
+    return resume or out
+
+
 @click.command("run")
 @click.option("--suite", help="A registered suite; default: the one `harness list suites` marks.")
 @click.option("--method", multiple=True, help="Method name(s), comma-separated.")
@@ -73,7 +92,7 @@ def _counts(text: str | None) -> tuple[int, ...]:
 @click.option(
     "--model", help="Model alias, folder or Hugging Face id; default: the one `harness list models` marks."
 )
-@click.option("--mode", type=click.Choice(["single", "batch", "sequential", "cross-domain"]))
+@click.option("--mode", type=Choice(["single", "batch", "sequential", "cross-domain"]))
 @click.option("--batch-size", type=click.IntRange(min=1), help="Cases per edit (batch, sequential).")
 @click.option("--eval-at", help="Sequential checkpoints: re-score every edited case after N edits.")
 @click.option("--interleave", is_flag=True, help="Sequential: mix the tasks' cases into one sequence.")
@@ -86,7 +105,7 @@ def _counts(text: str | None) -> tuple[int, ...]:
     is_flag=True,
     help="Skip invalid records and cases a method cannot edit (reported) instead of failing.",
 )
-@click.option("--alias-policy", type=click.Choice(["first", "best"]), default="first", show_default=True)
+@click.option("--alias-policy", type=Choice(["first", "best"]), default="first", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--set",
@@ -106,11 +125,27 @@ def _counts(text: str | None) -> tuple[int, ...]:
     show_default=True,
     help="Sequential edits before the general check in single and batch modes.",
 )
+@click.option(
+    "--chat-template",
+    is_flag=True,
+    help="Put every prompt (edits, probes, lm-eval) in the model's chat template; off as in the study.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory; default runs/<timestamp>.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out (its manifest gives the config).")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[RUN_DIR]",
+    help="Continue the run in RUN_DIR (or --out); its manifest gives the config.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the jobs and exit (nothing is loaded).")
-@click.option("--no-progress", is_flag=True, help="No progress bars, transformers' weight loading included.")
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="A plain line per edit instead of progress bars (the default when stderr is no terminal).",
+)
 @click.pass_context
 def command(ctx: click.Context, **opts) -> None:
     """Edit and evaluate: every method on every task, in one mode, on one model.
@@ -122,11 +157,11 @@ def command(ctx: click.Context, **opts) -> None:
     from harness.runs.catalog import Catalog
     from harness.runs.leaderboard import merge, render
     from harness.runs.plan import RunConfig, describe_plan
-    from harness.runs.runner import execute, plan
+    from harness.runs.runner import RunInterrupted, execute, plan
 
-    if opts["resume"]:
-        if not opts["out"]:
-            raise HarnessError("--resume needs --out DIR, the run directory to continue")
+    resume = opts["resume"] is not None
+    if resume:
+        opts["out"] = _resumed_folder(opts["resume"], opts["out"])
         given = [
             f"--{n.replace('_', '-')}"
             for n in PLAN_OPTIONS
@@ -140,13 +175,13 @@ def command(ctx: click.Context, **opts) -> None:
         model=opts["model"] or "",
         suite=opts["suite"],
         methods=_names(opts["method"]),
-        tasks=_names(opts["task"]),
+        tasks=_tasks(opts["task"]),
         metrics=_names(opts["metric"]),
         mode=opts["mode"] or "",
         batch_size=opts["batch_size"] or 0,
         eval_at=_counts(opts["eval_at"]),
         interleave=opts["interleave"],
-        train_tasks=_names(opts["train_task"]),
+        train_tasks=_tasks(opts["train_task"]),
         limit=opts["limit"],
         split=opts["split"],
         data_dir=_absolute(opts["data_dir"]),
@@ -158,6 +193,7 @@ def command(ctx: click.Context, **opts) -> None:
         general_include=_absolute(opts["general_include"]),
         general_limit=opts["general_limit"],
         general_edits=opts["general_edits"],
+        chat_template=opts["chat_template"],
     )
     catalog = Catalog(get_registry())
     if opts["dry_run"]:
@@ -165,19 +201,23 @@ def command(ctx: click.Context, **opts) -> None:
         click.echo(f"{len(jobs)} jobs on {effective.model}:\n{describe_plan(jobs)}")
         return
     out = opts["out"] or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    if opts["no_progress"]:
+    if opts["no_progress"] or not sys.stderr.isatty():
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # its weight-loading bar, for logs and pipes
     started = time.perf_counter()
-    outcome = execute(
-        config,
-        out,
-        resume=opts["resume"],
-        device=opts["device"],
-        catalog=catalog,
-        progress=not opts["no_progress"],
-    )
+    try:
+        outcome = execute(
+            config,
+            out,
+            resume=resume,
+            device=opts["device"],
+            catalog=catalog,
+            progress="lines" if opts["no_progress"] else True,
+        )
+    except RunInterrupted as stop:
+        click.echo(f"\nharness: {stop}", err=True)
+        ctx.exit(130)
     click.echo(render(merge([outcome.summary]), "text", "knowedit"))
     click.echo(
         f"\n{len(outcome.jobs)} jobs in {time.perf_counter() - started:.1f} s; results in {out}/ "

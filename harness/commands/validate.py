@@ -46,22 +46,29 @@ def _check_with_task(tasks: TaskKind, task: str, path: str) -> list[RecordIssue]
     return check_task_file(tasks.resolve(task), path)
 
 
-def _declared_fields(record_format: str) -> set[str]:
-    """Top-level fields a shipped format's schema names; empty for a plugin's own format."""
+def _declared_fields(record_format: str, which: str = "properties") -> set[str]:
+    """Top-level fields a shipped format's schema names (`which`: "properties", or "required" for
+    those it requires); empty for a plugin's own format."""
     try:
-        return set(load_schema(record_format).get("properties", {}))
+        return set(load_schema(record_format).get(which, ()))
     except HarnessError:
         return set()
 
 
 def _screen(tasks: TaskKind, formats: dict[str, list[str]], path: str, data: Any) -> dict[str, int]:
-    """Problems per format on the first records only: a cheap way to rule most formats out.
+    """Invalid records per format on the first records only: a cheap way to rule most formats out.
+    A problem of the whole file (a shape the format does not read) makes every record invalid.
 
     Data that is not a long list (a format may keep its records under keys of an object, as
     Sanitation does) is screened whole."""
+    screened = len(data[:SAMPLE_SIZE]) if isinstance(data, list) else 1
+
+    def invalid(issues: list[RecordIssue]) -> int:
+        records = {issue.index for issue in issues}
+        return screened if None in records else len(records)
 
     def problems(file: str) -> dict[str, int]:
-        return {fmt: len(_check_with_task(tasks, names[0], file)) for fmt, names in formats.items()}
+        return {fmt: invalid(_check_with_task(tasks, names[0], file)) for fmt, names in formats.items()}
 
     if not isinstance(data, list) or len(data) <= SAMPLE_SIZE:
         return problems(path)
@@ -72,8 +79,9 @@ def _screen(tasks: TaskKind, formats: dict[str, list[str]], path: str, data: Any
 
 
 def _infer(tasks: TaskKind, path: str, data: Any) -> Verdict:
-    """Check against the format that fits best: fewest problems on a sample, then the format whose
-    schema names most of the records' fields (ZsRE records also fit the looser fact formats)."""
+    """Check against the format that fits best: fewest invalid records on a sample, then the format
+    whose schema names most of the records' fields (ZsRE records also fit the looser fact formats),
+    then the one that requires most of them (the stricter format the records are written for)."""
     formats = tasks.formats()
     if not formats:
         return Verdict("records", [RecordIssue(path, None, "", "no registered task to check against")])
@@ -81,7 +89,10 @@ def _infer(tasks: TaskKind, path: str, data: Any) -> Verdict:
     records = data[:SAMPLE_SIZE] if isinstance(data, list) else [data]
     present = [set(r) for r in records if isinstance(r, dict)]
     coverage = {fmt: sum(len(fields & _declared_fields(fmt)) for fields in present) for fmt in formats}
-    ranked = sorted(formats, key=lambda fmt: (screened[fmt], -coverage[fmt]))
+    required = {
+        fmt: sum(len(fields & _declared_fields(fmt, "required")) for fields in present) for fmt in formats
+    }
+    ranked = sorted(formats, key=lambda fmt: (screened[fmt], -coverage[fmt], -required[fmt]))
     best = ranked[0]
     issues = _check_with_task(tasks, formats[best][0], path)
     label = f"records in format {best!r} (tasks: {', '.join(sorted(formats[best]))})"
@@ -93,6 +104,32 @@ def _infer(tasks: TaskKind, path: str, data: Any) -> Verdict:
     return Verdict(label, [], f"inferred {label}{others}")
 
 
+def _fits_instead(tasks: TaskKind, task: str, path: str, issues: list[RecordIssue]) -> str:
+    """For a file none of whose records is valid for `task`: the other registered formats the whole
+    file fits, as a hint (a MEND-style zsRE file given to `--task zsre`), or "". A file with some
+    valid records gets no hint: it is in the task's format, with faults (and may well fit a looser
+    format, which would mislead)."""
+    try:
+        data = read_json(path)
+    except DataFileError:
+        return ""
+    invalid = {issue.index for issue in issues}
+    if isinstance(data, list) and len(invalid - {None}) < len(data):
+        return ""
+    own = tasks.resolve(task).record_format
+    formats = {fmt: names for fmt, names in tasks.formats().items() if fmt != own}
+    screened = _screen(tasks, formats, path, data)
+    fitting = [
+        fmt for fmt in formats if not screened[fmt] and not _check_with_task(tasks, formats[fmt][0], path)
+    ]
+    if not fitting:
+        return ""
+    named = " or ".join(
+        f"format {fmt!r} (--task {' or --task '.join(sorted(formats[fmt]))})" for fmt in fitting
+    )
+    return f"these are not records of task {task!r}, but every record fits {named}: did you mean that?"
+
+
 def _is_spec(data: Any) -> bool:
     return isinstance(data, dict) and "files" in data
 
@@ -100,7 +137,12 @@ def _is_spec(data: Any) -> bool:
 def check(path: str, task: str | None, registry: Registry) -> Verdict:
     """Check one file: against `task`'s record format, as a dataset spec, or by inference."""
     if task is not None:
-        return Verdict(f"records of task {task!r}", _check_with_task(registry.tasks, task, path))
+        issues = _check_with_task(registry.tasks, task, path)
+        return Verdict(
+            f"records of task {task!r}",
+            issues,
+            _fits_instead(registry.tasks, task, path, issues) if issues else "",
+        )
     try:
         data = read_json(path)
     except DataFileError as exc:

@@ -9,7 +9,7 @@ row's continuation does not depend on which other rows share its batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +18,9 @@ from harness.evaluation.options import EvalOptions
 from harness.evaluation.requests import Generation, Request, TokenScores
 from harness.ground import HarnessError
 from harness.models.tokenization import AnswerBatch, encode_answers, encode_prompts
+
+#: Told how many requests a batch has just finished (a progress bar's update).
+OnBatch = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,38 @@ def length_batches(lengths: Sequence[int], options: EvalOptions, extra: int = 0)
         yield batch
 
 
+def position_limit(model) -> int | None:
+    """How many positions the model has (None when its config does not say)."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def over_limit(limit: int | None, lengths: Sequence[int], requests: Sequence[Request]) -> list[int]:
+    """Indices of the requests whose sequence, tokens to generate included, is longer than `limit`
+    positions: absolute-position models fail with an index error there, rotary ones return numbers
+    from beyond their training length."""
+    return [i for i, n in enumerate(lengths) if limit and n + requests[i].max_new_tokens > limit]
+
+
+def request_lengths(tokenizer, requests: Sequence[Request]) -> list[int]:
+    """The tokens of each request before any generation, encoded as the batches below encode
+    them: the joined prompt and answer of a score request, the prompt of a generate request."""
+    lengths = [0] * len(requests)
+    for kind, encode in (("score", encode_answers), ("generate", encode_prompts)):
+        chosen = [i for i, r in enumerate(requests) if r.kind == kind]
+        if not chosen:
+            continue
+        texts = [[requests[i].prompt for i in chosen]]
+        if kind == "score":
+            texts.append([requests[i].answer for i in chosen])
+        for i, n in zip(chosen, encode(tokenizer, *texts).attention_mask.sum(-1).tolist(), strict=True):
+            lengths[i] = n
+    return lengths
+
+
 def check_lengths(model, lengths: Sequence[int], requests: Sequence[Request]) -> None:
-    """Refuse a sequence longer than the model's positions (tokens to generate included):
-    absolute-position models fail with an index error there, rotary ones return numbers from
-    beyond their training length."""
-    limit = getattr(model.config, "max_position_embeddings", None)
-    over = [i for i, n in enumerate(lengths) if limit and n + requests[i].max_new_tokens > limit]
+    """Refuse a sequence longer than the model's positions (see `over_limit`)."""
+    limit = position_limit(model)
+    over = over_limit(limit, lengths, requests)
     if over:
         n, request = lengths[over[0]], requests[over[0]]
         new = f" + {request.max_new_tokens} to generate" if request.max_new_tokens else ""
@@ -84,8 +113,10 @@ def _forward_logits(model, batch: AnswerBatch, first_position: int) -> tuple[tor
     return logits, width - logits.shape[1]
 
 
-def run_scores(model, tokenizer, jobs: Sequence[ScoreJob], options: EvalOptions) -> list[TokenScores]:
-    """Teacher-forced scores for every job, in order."""
+def run_scores(
+    model, tokenizer, jobs: Sequence[ScoreJob], options: EvalOptions, on_batch: OnBatch | None = None
+) -> list[TokenScores]:
+    """Teacher-forced scores for every job, in order; `on_batch(n)` after each batch of n jobs."""
     if not jobs:
         return []
     device = next(model.parameters()).device
@@ -120,6 +151,8 @@ def run_scores(model, tokenizer, jobs: Sequence[ScoreJob], options: EvalOptions)
             results[i] = _token_scores(
                 jobs[i], logprobs[span], pred[span], gold[span], gold_lp[span], gold_rank[span]
             )
+        if on_batch is not None:
+            on_batch(len(rows))
     return [r for r in results if r is not None]
 
 
@@ -152,8 +185,18 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def run_generations(model, tokenizer, requests: Sequence[Request], options: EvalOptions) -> list[Generation]:
-    """Continuations for every generate request, in order."""
+def _kv_cache(result) -> dict:
+    """The keyword that hands a forward pass's key/value cache to the next step: transformers 5.2x
+    calls it `cache` (on the output and in `forward`), earlier releases `past_key_values`."""
+    if hasattr(result, "cache"):
+        return {"cache": result.cache}
+    return {"past_key_values": result.past_key_values}
+
+
+def run_generations(
+    model, tokenizer, requests: Sequence[Request], options: EvalOptions, on_batch: OnBatch | None = None
+) -> list[Generation]:
+    """Continuations for every generate request, in order; `on_batch(n)` after each batch of n."""
     if not requests:
         return []
     device = next(model.parameters()).device
@@ -173,17 +216,21 @@ def run_generations(model, tokenizer, requests: Sequence[Request], options: Eval
         tokens = _decode(model, ids, mask, positions, batch_requests, eos, tokenizer.pad_token_id)
         for i, row in zip(rows, tokens, strict=False):
             results[i] = Generation(tuple(row), tokenizer.decode(row, skip_special_tokens=True))
+        if on_batch is not None:
+            on_batch(len(rows))
     return [r for r in results if r is not None]
 
 
 def _decode(
     model, ids, mask, positions, requests: Sequence[Request], eos: set[int], pad: int
 ) -> list[list[int]]:
-    """KV-cached decoding; a row stops at EOS or at its own max_new_tokens."""
+    """KV-cached decoding; a row stops at its own max_new_tokens, or before EOS when its request
+    says `stop_at_eos` (an EOS of a row that goes on is fed back like any token)."""
     device = ids.device
     limits = torch.tensor([r.max_new_tokens for r in requests], device=device)
     generators = [torch.Generator(device=device).manual_seed(r.seed) if r.top_k else None for r in requests]
     eos_t = torch.tensor(sorted(eos), device=device, dtype=torch.long)
+    stops = torch.tensor([r.stop_at_eos for r in requests], device=device)
     done = torch.zeros(len(requests), dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in requests]
     next_pos = positions[:, -1:] + 1
@@ -198,7 +245,7 @@ def _decode(
                 pick = torch.multinomial(torch.softmax(values, -1), 1, generator=gen)
                 chosen[b] = idx[pick[0]]
         done |= limits <= step
-        finished = torch.isin(chosen, eos_t) | done
+        finished = (torch.isin(chosen, eos_t) & stops) | done
         for b in (~finished).nonzero()[:, 0].tolist():
             out[b].append(int(chosen[b]))
         done = finished
@@ -210,7 +257,7 @@ def _decode(
             input_ids=chosen[:, None],
             attention_mask=mask,
             position_ids=next_pos,
-            cache=result.cache,
+            **_kv_cache(result),
             use_cache=True,
             logits_to_keep=1,
         )

@@ -16,7 +16,8 @@ from harness.evaluation.requests import Generation, Kind, Outcome, Request, Toke
 
 #: Bump when the engine computes any outcome differently (tokenization join, masking, decoding).
 #: A field added to an outcome needs no bump: the fields are part of every key (`OUTCOME_FIELDS`).
-PROTOCOL_VERSION = 1
+#: 2: the seam rule (whitespace where prompt and answer meet; generation prompts trimmed).
+PROTOCOL_VERSION = 2
 #: What each kind of outcome holds: a file written before a field existed is never read as one
 #: that has it.
 OUTCOME_FIELDS = {
@@ -66,6 +67,8 @@ class PreCache:
         return content_key(self._base, request.identity())
 
     def load(self, request: Request) -> Outcome | None:
+        """The stored outcome of `request` as the model was asked it (its prompt rendered in the
+        chat template when the evaluation applies one, so the template's text is in the key)."""
         return self._caches[request.kind].load(self._key(request))
 
     def store(self, request: Request, outcome: Outcome) -> None:

@@ -23,6 +23,9 @@ class EvalOptions:
     seed: the run seed, from which every sampled generation's seed is derived per prompt; its
     default is a run's (`harness run --seed`, 0), so the evaluator used alone samples what a run does.
     use_cache: read and write pre-edit outcomes in the "pre" artifact cache (harness.cache).
+    chat_template: put every request's prompt (with an in-context edit's context before it) in the
+    model's chat template as one user turn (`render_chat`), pre- and post-edit alike; off by
+    default, as in the KnowEdit study. A tokenizer without a chat template is refused.
     metric_options: values for options that metrics declare in `Metric.option_defaults` (option
     name -> value); an option left out takes the metric's default. An evaluator records (in
     `settings()`) the value of every option its metrics declare.
@@ -34,6 +37,7 @@ class EvalOptions:
     max_batch_size: int = 64
     seed: int = 0
     use_cache: bool = True
+    chat_template: bool = False
     metric_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -33,8 +33,9 @@ class Request:
     unedited model's `dist_top_k` most likely ids (see `TokenScores` for what each field holds).
     The outcome is a `TokenScores`.
     kind "generate": continue `prompt` for `max_new_tokens` tokens, greedily (`top_k` = 0) or by
-    top-k sampling from a generator seeded with `seed`, stopping early at end of sequence. The
-    outcome is a `Generation`.
+    top-k sampling from a generator seeded with `seed`, stopping early at end of sequence (the
+    tokenizer's EOS and the model's configured end tokens, such as an instruct model's end of
+    turn) unless `stop_at_eos` is False. The outcome is a `Generation`.
 
     `phases` says on which model states the outcome is needed; a metric that compares the two
     (locality, KL) asks for both. Phases are not part of a request's identity: a metric looks an
@@ -49,6 +50,7 @@ class Request:
     max_new_tokens: int = 0
     top_k: int = 0
     seed: int = 0
+    stop_at_eos: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in ("score", "generate"):
@@ -83,6 +85,7 @@ class Request:
         phases: frozenset[str] = POST,
         top_k: int = 0,
         seed: int = 0,
+        stop_at_eos: bool = True,
     ) -> Request:
         """A continuation of `prompt` of at most `max_new_tokens` (> 0) tokens.
 
@@ -91,12 +94,26 @@ class Request:
         seed: seeds this request's own generator when sampling, so the continuation does not depend
             on the other requests in its batch (derive it with `case_seed(options.seed, prompt)`
             to make pre- and post-edit samples start from the same draw).
+        stop_at_eos: True (default) ends the continuation before the first end-of-sequence token
+            (EOS, or an end of turn the model is configured to stop at), so it may be shorter; False
+            generates exactly `max_new_tokens` tokens whatever they are, as a text statistic over a
+            fixed length needs (fluency: a model that ends its turn at once would leave it empty).
         """
-        return cls("generate", prompt, phases=phases, max_new_tokens=max_new_tokens, top_k=top_k, seed=seed)
+        return cls(
+            "generate",
+            prompt,
+            phases=phases,
+            max_new_tokens=max_new_tokens,
+            top_k=top_k,
+            seed=seed,
+            stop_at_eos=stop_at_eos,
+        )
 
     def identity(self) -> dict[str, Any]:
-        """What determines the outcome (phases do not): the part of the pre-edit cache key."""
-        return {
+        """What determines the outcome (phases do not): the part of the pre-edit cache key.
+        `stop_at_eos` is in it only when False, so that keys written before the option existed,
+        all of requests that stop, stay valid."""
+        identity = {
             "kind": self.kind,
             "prompt": self.prompt,
             "answer": self.answer,
@@ -105,6 +122,9 @@ class Request:
             "top_k": self.top_k,
             "seed": self.seed,
         }
+        if not self.stop_at_eos:
+            identity["stop_at_eos"] = False
+        return identity
 
     def with_prompt(self, prompt: str) -> Request:
         return replace(self, prompt=prompt)
@@ -178,8 +198,9 @@ class TokenScores:
 class Generation:
     """A continuation on one phase's model.
 
-    token_ids: the new tokens only (the prompt excluded), cut before the first end-of-sequence
-        token; at most the request's `max_new_tokens`, fewer when the model stopped.
+    token_ids: the new tokens only (the prompt excluded). For a request that stops at EOS (the
+        default), cut before the first end-of-sequence token: at most `max_new_tokens`, fewer when
+        the model stopped. With `stop_at_eos=False`, exactly `max_new_tokens` (end tokens kept).
     text: `token_ids` decoded with special tokens skipped (no prompt in front).
     """
 

@@ -27,6 +27,7 @@ __all__ = [
     "INSTALL_HINT",
     "GeneralResult",
     "LmEvalMissingError",
+    "check_tasks",
     "evaluate_general",
     "general_before",
 ]
@@ -66,6 +67,25 @@ def _settle(
     return folder, require_lmeval()
 
 
+def check_tasks(
+    tasks: list[str], *, include_path: str | Path | None = None, offline: bool | None = None
+) -> None:
+    """Build every requested lm-eval task (its documents read, no model involved), so that a task
+    whose data cannot be had fails before a run loads its model, not after.
+
+    Raises HarnessError in one line for lm-eval missing (`LmEvalMissingError`), an unknown name, a
+    missing include folder, or a task that cannot be built: the line names the task (and the
+    subtask of a group), the dataset it could not read, and what to do instead. `offline` as in
+    `evaluate_general`. Building a stock task reads its dataset from the `datasets` cache, or
+    downloads it when online; lm-eval's task index is built once per process and reused by the
+    evaluations that follow.
+    """
+    folder, _ = _settle(tasks, include_path, None, None, 1, offline)
+    from harness.general.runner import check_buildable
+
+    check_buildable(list(tasks), folder)
+
+
 def evaluate_general(
     handle: ModelHandle,
     tasks: list[str],
@@ -77,6 +97,7 @@ def evaluate_general(
     seed: int = 0,
     max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
     offline: bool | None = None,
+    chat_template: bool = False,
 ) -> dict[str, GeneralResult]:
     """Evaluate the model as it is now on lm-eval tasks or groups; one result per requested name.
 
@@ -84,7 +105,9 @@ def evaluate_general(
     first N documents of every task (of every task inside a group); `num_fewshot` overrides the
     tasks' shots except where a YAML fixes 0. The caller's random streams and the model's train
     mode are left as they were. `offline=None` goes offline when an HF offline variable is set or
-    the hub is unreachable. Raises LmEvalMissingError when lm-eval is not installed.
+    the hub is unreachable. `chat_template` has lm-eval put every prompt in the model's chat
+    template (its own `apply_chat_template`, few-shot examples as turns, as `simple_evaluate` does).
+    Raises LmEvalMissingError when lm-eval is not installed.
     """
     folder, version = _settle(tasks, include_path, limit, num_fewshot, batch_size, offline)
     from harness.general.runner import run_lmeval
@@ -98,6 +121,7 @@ def evaluate_general(
         batch_size=batch_size,
         seed=seed,
         max_gen_toks=max_gen_toks,
+        chat_template=chat_template,
     )
     return read_results(output, list(tasks), limit=limit, lmeval_version=version)
 
@@ -125,10 +149,12 @@ def general_before(
     seed: int = 0,
     max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
     offline: bool | None = None,
+    chat_template: bool = False,
 ) -> dict[str, GeneralResult]:
     """`evaluate_general` for the unedited model, computed once and then read from the
     "general" artifact cache. The key is the model's fingerprint, the task names, the include
-    folder's content, limit, shots, seed, generation cap and lm-eval's version.
+    folder's content, limit, shots, seed, generation cap, lm-eval's version and the chat template
+    (its text when applied).
 
     The handle's fingerprint is taken when first asked for, so call this before editing or after
     the runner has asked for the fingerprint at load: then it always describes the unedited model.
@@ -144,6 +170,7 @@ def general_before(
         seed,
         max_gen_toks,
         version,
+        handle.tokenizer.chat_template if chat_template else None,
     )
 
     def compute() -> dict[str, Any]:
@@ -157,6 +184,7 @@ def general_before(
             seed=seed,
             max_gen_toks=max_gen_toks,
             offline=offline,
+            chat_template=chat_template,
         )
         return {name: result.to_json() for name, result in results.items()}
 

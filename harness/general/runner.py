@@ -24,8 +24,10 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from tqdm import tqdm
 
+from harness.general.environment import offline_requested
 from harness.general.guards import eval_mode, quiet_logs, seeded_then_restored, weights_left_untied
 from harness.ground import HarnessError
+from harness.plugins import did_you_mean
 
 if TYPE_CHECKING:
     from harness.models.handle import ModelHandle
@@ -70,11 +72,61 @@ def _manager_for(tasks: list[str], include_path: str | None) -> TaskManager:
     unknown = [name for name in tasks if name not in manager.all_tasks]
     if unknown:
         where = f"in lm-eval's tasks or in {include_path}" if include_path else "in lm-eval's tasks"
+        hint = did_you_mean(unknown[0], manager.all_tasks)
         raise HarnessError(
-            f"unknown lm-eval task or group {', '.join(map(repr, unknown))}: not found {where} "
+            f"unknown lm-eval task or group {', '.join(map(repr, unknown))}{hint}: not found {where} "
             "(pass a folder of task YAML files with --general-include for your own tasks)"
         )
     return manager
+
+
+def _failing_dataset(exc: BaseException) -> tuple[str, str] | None:
+    """(task name, dataset) of the lm-eval task whose `download` raised `exc`: the innermost frame
+    of its traceback that belongs to a task object, which for a group is the failing subtask."""
+    found = None
+    frame = exc.__traceback__
+    while frame is not None:
+        config = getattr(frame.tb_frame.f_locals.get("self"), "config", None)
+        path = getattr(config, "dataset_path", None)
+        if isinstance(path, str):
+            name = getattr(config, "dataset_name", None)
+            found = (str(getattr(config, "task", "")), f"{path} ({name})" if name else path)
+        frame = frame.tb_next
+    return found
+
+
+def _unbuildable(name: str, exc: BaseException, include_path: str | None) -> str:
+    """One line for a task that lm-eval could not build: the task, its dataset, and the ways out."""
+    failing = _failing_dataset(exc)
+    task = repr(name)
+    if failing is not None and failing[0] and failing[0] != name:
+        task += f" (its task {failing[0]!r})"
+    dataset = f"dataset {failing[1]}" if failing is not None else "its data"
+    if offline_requested():
+        reason = f"{dataset} is not in the local `datasets` cache and the hub is offline"
+    else:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = f"{dataset} could not be read ({type(exc).__name__}: {first})"
+    instead = "your own task YAMLs with --general-include DIR"
+    if include_path is not None:
+        instead = f"a task from {include_path} (--general-include)"
+    return (
+        f"lm-eval task {task} cannot be built: {reason}; run it once online to fill the cache, "
+        f"point HF_HOME at a populated Hugging Face cache, or use {instead}"
+    )
+
+
+def check_buildable(tasks: list[str], include_path: Path | None) -> None:
+    """Build each task as `run_lmeval` will (names resolved the same way), reading its documents;
+    a HarnessError in one line for the first that cannot be built (see `_unbuildable`)."""
+    include = None if include_path is None else str(include_path)
+    with quiet_logs():
+        manager = _manager_for(tasks, include)
+        for name in tasks:
+            try:
+                manager.load([name])
+            except Exception as exc:  # lm-eval and `datasets` raise anything from OSError to KeyError
+                raise HarnessError(_unbuildable(name, exc, include)) from None
 
 
 def _configure(task: Any, *, num_fewshot: int | None, seed: int, max_gen_toks: int) -> None:
@@ -103,8 +155,10 @@ def run_lmeval(
     batch_size: int,
     seed: int,
     max_gen_toks: int,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
-    """lm-eval's raw result dictionary for the model as it is in memory right now."""
+    """lm-eval's raw result dictionary for the model as it is in memory right now; with
+    `chat_template`, every prompt in the model's chat template (few-shot examples as turns)."""
     model = handle.model
     with quiet_logs(), _no_progress_bars(), eval_mode(model), seeded_then_restored(seed):
         manager = _manager_for(tasks, None if include_path is None else str(include_path))
@@ -120,6 +174,8 @@ def run_lmeval(
             bootstrap_iters=0,
             log_samples=False,
             cache_requests=False,
+            apply_chat_template=chat_template,
+            fewshot_as_multiturn=chat_template,
         )
     if output is None:
         raise HarnessError("lm-eval returned no results (it only reports on rank 0 of a distributed run)")

@@ -12,22 +12,35 @@ from pathlib import Path
 
 from harness.cache import ArtifactCache, content_key
 
+#: The artifact cache of converted models.
+CONVERSIONS = ArtifactCache("models")
 
-def converted_folder(gguf_path: Path) -> Path:
-    """The cache folder of a GGUF file's conversion, converting it first if it is not there yet.
 
-    The key is the file's resolved path, size and modification time and transformers' version;
-    the folder is built privately and renamed into place (`ArtifactCache.folder`), so processes
-    converting the same file at once never read each other's half-written output."""
+def _conversion_key(gguf_path: Path) -> str:
+    """The cache key of a GGUF file's conversion: the file's resolved path, size and modification
+    time and transformers' version."""
     import transformers
 
     stat = gguf_path.stat()
     key = content_key(
         "gguf", str(gguf_path.resolve()), stat.st_size, stat.st_mtime_ns, transformers.__version__
     )
-    return ArtifactCache("models").folder(
-        f"{gguf_path.stem}-{key[:16]}", lambda out: _convert(gguf_path, out)
-    )
+    return f"{gguf_path.stem}-{key[:16]}"
+
+
+def converted_folder(gguf_path: Path) -> Path:
+    """The cache folder of a GGUF file's conversion, converting it first if it is not there yet.
+
+    The folder is built privately and renamed into place (`ArtifactCache.folder`), so processes
+    converting the same file at once never read each other's half-written output."""
+    return CONVERSIONS.folder(_conversion_key(gguf_path), lambda out: _convert(gguf_path, out))
+
+
+def cached_conversion(gguf_path: Path) -> Path | None:
+    """The cache folder of a GGUF file's conversion when an earlier load made it, else None (it
+    converts nothing): where its config.json can be read in milliseconds."""
+    folder = CONVERSIONS.root / _conversion_key(gguf_path)
+    return folder if folder.is_dir() else None
 
 
 def _convert(gguf_path: Path, out: Path) -> None:

@@ -16,6 +16,7 @@ import torch
 from harness.ground import HarnessError
 from harness.models.gguf import converted_folder
 from harness.models.handle import ModelHandle
+from harness.models.shape import check_location
 from harness.models.tokenization import ensure_pad_token
 
 #: Seconds to wait for the hub before declaring it unreachable.
@@ -91,18 +92,11 @@ def _locate(spec: str, trust_remote_code: bool, alias: tuple[str, str] | None) -
     """The local folder holding the model `spec` names, and a description of where it came from."""
     location, source = alias if alias else (spec, spec)
     path = Path(location).expanduser()
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise HarnessError(
-                f"model file {path} is not a GGUF file; pass a model folder, a .gguf file or a hub id"
-            )
+    kind = check_location(location)
+    if kind == "file":
         return converted_folder(path), source
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise HarnessError(f"model folder {path} has no config.json")
+    if kind == "folder":
         return path, source
-    if path.is_absolute() or location.startswith((".", "~")) or location.count("/") > 1:
-        raise HarnessError(f"model path {location} does not exist")
     return Path(_hub_folder(location, trust_remote_code)), source
 
 

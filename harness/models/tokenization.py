@@ -2,22 +2,27 @@
 
 Every metric and method scores or trains on "the answer tokens after the prompt"; if each computed
 that boundary its own way, scores would silently disagree by a token. The join is the reference
-convention, `prompt + " " + answer`. The boundary is found from the fast tokenizer's character
-offsets of the joined text, so it is right whether the leading space merges into the answer's first
-token (byte-level BPE: " Paris") or becomes a marker of its own (SentencePiece), and whether or not
-a BOS token is added. Padding is done here, by hand, on the side each call asks for: the tokenizer's
-own `padding_side` is never touched, so no caller can leave it flipped for the next one.
+convention, `prompt + " " + answer`, with the whitespace where the two meet made canonical (the
+seam rule, `join_prompt_answer`), so that one fact scores the same however its data spells that
+whitespace. The boundary is found from the fast tokenizer's character offsets of the joined text,
+so it is right whether the joining space merges into the answer's first token (byte-level BPE:
+" Paris") or becomes a marker of its own (SentencePiece), and whether or not a BOS token is added.
+Padding is done here, by hand, on the side each call asks for: the tokenizer's own `padding_side`
+is never touched, so no caller can leave it flipped for the next one.
+
+The chat template of instruct models (`render_chat`, `chat_case`) is applied here too, opt-in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from harness.ground import HarnessError
+from harness.ground import EditCase, HarnessError, Probe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -49,16 +54,50 @@ class PromptBatch:
 
 @dataclass(frozen=True)
 class AnswerBatch(PromptBatch):
-    """Padded `prompt + " " + answer` texts; the answer is tokens `answer_start[b]:answer_end[b]`
+    """Padded `join_prompt_answer(prompt, answer)` texts; the answer is tokens `answer_start[b]:answer_end[b]`
     of row b, predicted by the logits at positions one earlier."""
 
     answer_start: torch.Tensor
     answer_end: torch.Tensor
 
 
+#: What `str.splitlines` splits at: at the seam these end the prompt and are kept.
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _seam(prompt: str, answer: str) -> tuple[str, str, str]:
+    """(head, separator, answer text) of the join: `head + separator + text` is the joined text,
+    `head` is what the model reads before the answer, and the answer tokens start after it.
+
+    The whitespace where prompt and answer meet (the prompt's trailing and the answer's leading
+    whitespace) is replaced: by its line breaks, which stay with the head, when it has any (a chat
+    template's "assistant\\n", a "Q: ...\\nA:" format); else by one space, which goes with the
+    answer (byte-level BPE merges it into " Paris"). The answer's trailing whitespace is dropped:
+    it is the start of what would come next, never part of the answer."""
+    body = prompt.rstrip()
+    gap = prompt[len(body) :] + answer[: len(answer) - len(answer.lstrip())]
+    breaks = "".join(c for c in gap if c in LINE_BREAKS)
+    return body + breaks, "" if breaks else " ", answer.strip()
+
+
 def join_prompt_answer(prompt: str, answer: str) -> str:
-    """`prompt + " " + answer`, without doubling a space the answer already starts with."""
-    return prompt + answer if answer[:1].isspace() else f"{prompt} {answer}"
+    """`prompt + " " + answer` under the seam rule: the whitespace where the two meet becomes one
+    space, or the line breaks it holds; the answer's trailing whitespace is dropped. So
+    ("The capital of France is ", "Paris ") and ("The capital of France is", " Paris") give the same
+    text, "The capital of France is Paris", and a chat prompt ending in "assistant\\n" is followed
+    by "Paris" directly. Only whitespace is touched: an answer starting with punctuation (".338
+    Lapua Magnum", "'s-Hertogenbosch") still gets its space, as in the reference."""
+    head, separator, text = _seam(prompt, answer)
+    return head + separator + text
+
+
+def trim_prompt(prompt: str) -> str:
+    """The prompt as the model reads it before a continuation: without the spaces it ends with
+    (the next word brings its own; a lone space token would distort the first prediction), its
+    trailing line breaks kept. The head of `join_prompt_answer` for any answer without leading
+    line breaks; what `encode_prompts` encodes. Code that locates characters of a prompt itself
+    (ROME's subject) works on this text."""
+    return _seam(prompt, "")[0]
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -70,20 +109,58 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def chat_template_of(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The tokenizer's chat template (its Jinja text, or the named templates as JSON), for the
+    manifest. Raises HarnessError for a tokenizer without one: base models have none, and
+    rendering prompts without the template the model was tuned on is no chat at all."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise HarnessError(
+            f"tokenizer {tokenizer.name_or_path!r} has no chat template, so prompts cannot be put in "
+            "one: leave --chat-template (and a dataset spec's chat_template) off, or use an instruct "
+            "model"
+        )
+    return template if isinstance(template, str) else json.dumps(template, sort_keys=True)
+
+
 def render_chat(tokenizer: PreTrainedTokenizerBase, prompt: str, *, system: str | None = None) -> str:
     """A prompt as one user turn in the tokenizer's chat template, ready for the assistant's answer.
 
-    Opt-in for instruct models. The BOS text a template may start with is dropped, because encoding
-    adds BOS itself and a doubled BOS shifts the model's predictions."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise HarnessError(f"tokenizer {tokenizer.name_or_path!r} has no chat template")
+    Opt-in for instruct models (`harness run --chat-template`). The user's text is stripped, so the
+    whitespace variants of one prompt render alike (Llama 3's template trims it anyway); the
+    rendered text ends where the assistant's answer starts (SmolLM2: "<|im_start|>assistant\\n"),
+    and `join_prompt_answer` puts the answer right after a trailing line break. The BOS text a
+    template may start with is dropped, because encoding adds BOS itself and a doubled BOS shifts
+    the model's predictions. Raises HarnessError for a tokenizer without a chat template."""
+    chat_template_of(tokenizer)
     messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": prompt})
+    messages.append({"role": "user", "content": prompt.strip()})
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     bos = tokenizer.bos_token
     if bos and tokenizer.bos_token_id in _encode(tokenizer, "").input_ids and text.startswith(bos):
         text = text[len(bos) :]
     return text
+
+
+def chat_case(tokenizer: PreTrainedTokenizerBase, case: EditCase) -> EditCase:
+    """The case with every prompt (the edit prompt, rephrases, portability and locality probes)
+    rendered by `render_chat`: what a weight-editing method is handed when the run applies the chat
+    template, so that it trains on the very text the evaluator scores. Answers, the subject and
+    `extras` are left as they are (the subject occurs verbatim inside the rendered prompt)."""
+
+    def probes(groups: Mapping[str, tuple[Probe, ...]]) -> dict[str, tuple[Probe, ...]]:
+        return {
+            group: tuple(replace(p, prompt=render_chat(tokenizer, p.prompt)) for p in ps)
+            for group, ps in groups.items()
+        }
+
+    return replace(
+        case,
+        prompt=render_chat(tokenizer, case.prompt),
+        rephrases=tuple(render_chat(tokenizer, r) for r in case.rephrases),
+        portability=probes(case.portability),
+        locality=probes(case.locality),
+    )
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, text: str):
@@ -114,10 +191,16 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: PaddingSide) -> tuple
 def encode_prompts(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *, padding_side: PaddingSide = "left"
 ) -> PromptBatch:
-    """Prompts padded for generation (left, the default) or for next-token scoring."""
+    """Prompts padded for generation (left, the default) or for next-token scoring, each encoded
+    as `trim_prompt` leaves it (no trailing spaces), so that the token after `last_index` is the
+    one `encode_answers` would put first in an answer. Raises HarnessError for a prompt with no
+    token to continue from."""
     if not prompts:
         raise HarnessError("encode_prompts needs at least one prompt")
-    rows = [_encode(tokenizer, p).input_ids for p in prompts]
+    rows = [_encode(tokenizer, trim_prompt(p)).input_ids for p in prompts]
+    empty = [p for p, row in zip(prompts, rows, strict=True) if not row]
+    if empty:
+        raise HarnessError(f"prompt {empty[0]!r} has no token to continue from")
     ids, mask, position_ids, offsets = _pad(rows, tokenizer.pad_token_id, padding_side)
     last = offsets + torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
     return PromptBatch(ids, mask, position_ids, last)
@@ -137,7 +220,10 @@ def encode_answers(
     *,
     padding_side: PaddingSide = "right",
 ) -> AnswerBatch:
-    """`prompt + " " + answer` texts, padded, with the answer tokens located in every row."""
+    """`join_prompt_answer(prompt, answer)` texts, padded, with the answer tokens located in every
+    row: the tokens covering any character after the join's head (the trimmed prompt), so a joining
+    space merged into the answer's first token counts with the answer, a line break never does.
+    Raises HarnessError for a blank answer or one that has no token of its own."""
     if len(prompts) != len(answers):
         raise HarnessError(f"encode_answers got {len(prompts)} prompts but {len(answers)} answers")
     if not prompts:
@@ -146,8 +232,9 @@ def encode_answers(
     for prompt, answer in zip(prompts, answers, strict=True):
         if not answer.strip():
             raise HarnessError(f"the answer to prompt {prompt!r} is empty")
-        enc = _encode(tokenizer, join_prompt_answer(prompt, answer))
-        span = _answer_span(enc.offset_mapping, len(prompt))
+        head, separator, text = _seam(prompt, answer)
+        enc = _encode(tokenizer, head + separator + text)
+        span = _answer_span(enc.offset_mapping, len(head))
         if span is None or span[0] == 0:
             raise HarnessError(f"answer {answer!r} to prompt {prompt!r} has no token of its own to score")
         rows.append(enc.input_ids)

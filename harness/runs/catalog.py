@@ -8,17 +8,21 @@ catalog adds what a run needs on top: fresh method instances, tasks read once, p
 
 from __future__ import annotations
 
+import os
 from functools import cache
 
 from harness.ground import HarnessError, Method, Task
 from harness.plugins import Registry
 from harness.runs.suites import Suite, load_suite
+from harness.tasks import is_spec_path
 
 
 class Catalog:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._tasks: dict[str, Task] = {}
+        #: A dataset spec's name -> its file, so that two specs cannot share a name.
+        self._spec_files: dict[str, str] = {}
         #: name -> the Method subclass, loaded and checked once.
         self.method_class = cache(registry.methods.load)
 
@@ -27,10 +31,35 @@ class Catalog:
         return self.method_class(name)()
 
     def task(self, name: str) -> Task:
-        """A registered task by name, or the task of a dataset spec path; each resolved once."""
+        """A registered task by name, or the task of a dataset spec path; each resolved once. A
+        spec's task is from then on also known by the spec's `name` (`task_name`)."""
         if name not in self._tasks:
-            self._tasks[name] = self.registry.tasks.resolve(name)
+            task = self.registry.tasks.resolve(name)
+            if is_spec_path(name):
+                self._file_spec(name, task)
+            self._tasks[name] = task
         return self._tasks[name]
+
+    def task_name(self, name_or_path: str) -> str:
+        """The name a task's results, tables and job keys are filed under: a dataset spec's own
+        `name` (not its path), or the registered name."""
+        return self.task(name_or_path).name if is_spec_path(name_or_path) else name_or_path
+
+    def _file_spec(self, path: str, task: Task) -> None:
+        """Make a spec's task known by its name, which must not be another task's."""
+        where = os.path.realpath(path)
+        if task.name in self.registry.tasks:
+            raise HarnessError(
+                f"dataset spec {path} is named {task.name!r}, like a registered task; its results "
+                "would be filed with that task's: give the spec another name"
+            )
+        other = self._spec_files.setdefault(task.name, where)
+        if other != where:
+            raise HarnessError(
+                f"dataset specs {other} and {path} are both named {task.name!r}; results are filed by "
+                "name, so give each spec its own"
+            )
+        self._tasks[task.name] = task
 
     def task_splits(self, name: str) -> tuple[str, ...]:
         return tuple(self.task(name).splits)

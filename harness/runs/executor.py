@@ -13,17 +13,16 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from tqdm import tqdm
-
-from harness.ground import AppliedEdit, Metric, MetricInfo
+from harness.ground import AppliedEdit, EditCase, HarnessError, Method, Metric, MetricInfo
 from harness.runs import modes
 from harness.runs.catalog import Catalog
 from harness.runs.general import GeneralCheck
 from harness.runs.modes import Step, Tagged
 from harness.runs.plan import Job, RunConfig, task_metrics
+from harness.runs.progress import JobWork, RunProgress, Style, choose_style
 from harness.runs.schedule import JobSchedule, Warn, warn_stderr
 from harness.runs.store import RowKey, RunStore
 from harness.seeding import case_seed, seed_everything
@@ -31,6 +30,9 @@ from harness.seeding import case_seed, seed_everything
 #: Share of a job's edits that may leave its edit-success metrics (`MetricInfo.edit_success`) no
 #: better than on the unedited model before we warn.
 STUCK_SHARE = 0.5
+#: The fewest edits judged by edit-success metrics that the warning speaks of: on fewer, a stuck
+#: share says more about the cases drawn than about the method's settings.
+STUCK_MIN_EDITS = 5
 
 
 def _finite(scores: Mapping[str, float]) -> dict[str, float]:
@@ -57,6 +59,45 @@ def _no_gain(judged: Sequence[Metric], pre: Mapping[str, float], post: Mapping[s
     return not any(_gained(m.info, pre[m.name], post[m.name]) for m in judged)
 
 
+def no_effect_warning(
+    job: Job, method: Method, stuck: int, judged: int, metrics: Sequence[str]
+) -> str | None:
+    """The warning for a job most of whose edits left its edit-success metrics no better than on
+    the unedited model, or None when fewer than `STUCK_MIN_EDITS` edits were judged or at most
+    `STUCK_SHARE` of them stuck. It names the method's own knobs (`Method.tuning_hint`), and gives
+    no tuning advice to a method that declares none."""
+    if judged < STUCK_MIN_EDITS or stuck <= STUCK_SHARE * judged:
+        return None
+    message = (
+        f"{job.key}: {stuck} of {judged} edits did not improve {', '.join(metrics)} over the unedited model"
+    )
+    if not method.tuning_hint:
+        return message
+    return (
+        f"{message}; {job.method} may be mis-configured for this model: try {method.tuning_hint} "
+        f"(--set {job.method}.KEY=VALUE; `harness list methods {job.method} --model {job.model}` "
+        "shows every hyperparameter with its default)"
+    )
+
+
+def _unscored(schedule: JobSchedule, step: Step, done: set[RowKey]) -> list[tuple[str, list[Tagged]]]:
+    """What a step still has to score: (protocol, cases) whose rows are not in cases.jsonl."""
+    todo = [
+        (protocol, [t for t in tagged if schedule.row_key(t, protocol) not in done])
+        for protocol, tagged in step.score
+    ]
+    return [(protocol, tagged) for protocol, tagged in todo if tagged]
+
+
+def job_work(schedule: JobSchedule, done: set[RowKey]) -> JobWork:
+    """A job's work for the progress display: its edits, and the saved ones (the cases of the
+    steps whose every row is in cases.jsonl, which the job's bar starts at)."""
+    job = schedule.job
+    saved = sum(len(step.chunk) for step in schedule.steps if not _unscored(schedule, step, done))
+    label = f"{job.method} {job.task_label} {job.mode}"
+    return JobWork(job.key, job.method, label, len(schedule.ordered), saved, job.batch_size)
+
+
 class Executor:
     def __init__(
         self,
@@ -66,30 +107,74 @@ class Executor:
         catalog: Catalog,
         *,
         device: str = "auto",
-        progress: bool = True,
+        progress: bool | Style = True,
         warn: Warn = warn_stderr,
         general: GeneralCheck | None = None,
     ) -> None:
+        """`progress`: a display style of `harness.runs.progress` ("bars", "lines", "off"), or True
+        for bars on a terminal and lines otherwise (stderr decides), False for none."""
         self.config = config
         self.schedules = list(schedules)
         self.store = store
         self.catalog = catalog
         self.device = device
-        self.progress = progress
+        self.style = choose_style(progress, sys.stderr)
         self.warn = warn
         self.general = general
+        self.progress = RunProgress([], style="off")
 
     def run(self) -> None:
         done = self.store.done()
         for s in self.schedules:
             self.store.record_job(s.job, n_cases=len(s.ordered))
-        pending = [s for s in self.schedules if not s.row_keys() <= done or self.general_due(s.job)]
-        for model in dict.fromkeys(s.job.model for s in pending):
-            handle = self._load_model(model)
-            evaluators = _Evaluators(handle, self.catalog, self.config, self.store)
-            for s in pending:
-                if s.job.model == model:
-                    _JobRun(self, handle, evaluators, s, done).run()
+            if s.skipped:
+                self.store.record_skipped(s.job, s.skipped)
+            if s.notes:
+                self.store.record_notes(s.job, s.notes)
+        pending = [s for s in self.schedules if self._unfinished(s, done)]
+        work = [job_work(s, done) for s in self.schedules]
+        self.progress = RunProgress(work, self.store.rows(), style=self.style, stream=sys.stderr)
+        self.progress.start()
+        try:
+            for model in dict.fromkeys(s.job.model for s in pending):
+                handle = self._load_model(model)
+                evaluators = _Evaluators(handle, self.catalog, self.config, self.store)
+                fitting = [self._within_positions(s, evaluators) for s in pending if s.job.model == model]
+                for s in fitting:
+                    if self._unfinished(s, done):
+                        _JobRun(self, handle, evaluators, s, done).run()
+        finally:
+            self.progress.close()
+
+    def _unfinished(self, s: JobSchedule, done: set[RowKey]) -> bool:
+        """Whether the job still lacks rows, or the general check that the run asks for."""
+        return not s.row_keys() <= done or self.general_due(s.job)
+
+    def _within_positions(self, s: JobSchedule, evaluators: _Evaluators) -> JobSchedule:
+        """The job without its cases whose probes exceed the loaded model's positions (with
+        --skip-invalid, each named in a warning and the manifest); without the flag such cases
+        stop the run here, before the model is edited."""
+        problems = {
+            (task, case_id): problem
+            for task, cases in s.cases.items()
+            for case_id, problem in evaluators(task).too_long(cases).items()
+        }
+        if not problems:
+            return s
+        count = f"{len(problems)} of {len(s.ordered)} cases"
+        named = ", ".join(case_id for _, case_id in problems)
+        if not self.config.skip_invalid:
+            first = next(iter(problems.values()))
+            raise HarnessError(
+                f"{s.job.key}: {count} are longer than the model's positions ({first}); pass "
+                f"--skip-invalid to leave them out, or shorten them: {named}"
+            )
+        self.warn(f"{s.job.key}: {count} skipped, longer than the model's positions: {named}")
+        fitted = s.without(problems)
+        self.store.record_skipped(s.job, {case_id: problem for (_, case_id), problem in problems.items()})
+        self.store.record_job(s.job, n_cases=len(fitted.ordered))
+        self.schedules[self.schedules.index(s)] = fitted
+        return fitted
 
     def general_due(self, job: Job) -> bool:
         """Whether the job still lacks the general check that the run asks for."""
@@ -122,7 +207,11 @@ class _Evaluators:
 
             names = task_metrics(self.catalog, self.config, task)
             metrics = [self.catalog.registry.metrics.load(name) for name in names]
-            options = EvalOptions(alias_policy=self.config.alias_policy, seed=self.config.seed)
+            options = EvalOptions(
+                alias_policy=self.config.alias_policy,
+                seed=self.config.seed,
+                chat_template=self.config.chat_template,
+            )
             self._by_task[task] = Evaluator(self.handle, metrics, options=options)
             self.store.record_evaluation(task, self._by_task[task].settings())
         return self._by_task[task]
@@ -152,12 +241,14 @@ class _JobRun:
         from harness.hparams import resolve_hparams
 
         self.hparams = resolve_hparams(self.method, self.handle, self.job.overrides)
+        self._check_rendered()
         self.x.store.record_job_started(self.job, self.hparams)
+        self.x.progress.start_job(job_work(self.s, self.done))
         self._score_pre()
         general_before = self.x.general.before(self.handle) if self.x.general_due(self.job) else None
         if self.job.train_task:
             seed_everything(case_seed(self.x.config.seed, f"fit:{self.job.train_task}"))
-            self.method.fit(self.handle, self.s.train, self.hparams)
+            self.method.fit(self.handle, self._handed(self.s.train), self.hparams)
         try:
             self._steps()
             if general_before is not None:
@@ -166,49 +257,59 @@ class _JobRun:
             while self.active:
                 self.active.pop().undo()
         self.x.store.record_job_finished(self.job)
-        stuck = sum(self.no_gain)
-        if self.no_gain and stuck > STUCK_SHARE * len(self.no_gain):
-            self.x.warn(
-                f"{self.job.key}: {stuck} of {len(self.no_gain)} edits did not improve "
-                f"{', '.join(self.judged)} over the unedited model; the method may be mis-configured for "
-                f"this model (check its layers and learning rate with --set KEY=VALUE, see `harness list "
-                f"methods`)"
-            )
+        self.x.progress.finish_job()
+        warning = no_effect_warning(
+            self.job, self.method, sum(self.no_gain), len(self.no_gain), list(self.judged)
+        )
+        if warning:
+            self.x.warn(warning)
 
     def _steps(self) -> None:
         """The job loop: apply each step's chunk, score what it asks for that is not yet in
         cases.jsonl, and (undo modes) take the edit back."""
-        bar = tqdm(
-            total=len(self.s.ordered),
-            desc=f"{self.job.method} {self.job.task_label} {self.job.mode}",
-            unit="case",
-            file=sys.stderr,
-            disable=not self.x.progress,
-            dynamic_ncols=True,
-        )
-        with bar:
-            for step in self.s.steps:
-                todo = self._unscored(step)
-                if todo or not self.job.undoes:  # sequential replays a finished step's edit
-                    with self._applied(step.chunk) as apply_s:
-                        context = "".join(a.context for a in self.active)
-                        for protocol, tagged in todo:
-                            self._score(protocol, tagged, context, step.edits, apply_s)
-                bar.update(len(step.chunk))
-
-    def _unscored(self, step: Step) -> list[tuple[str, list[Tagged]]]:
-        todo = [
-            (protocol, [t for t in tagged if self.s.row_key(t, protocol) not in self.done])
-            for protocol, tagged in step.score
-        ]
-        return [(protocol, tagged) for protocol, tagged in todo if tagged]
+        self.x.progress.start_edits()
+        for step in self.s.steps:
+            todo = _unscored(self.s, step, self.done)
+            if todo or not self.job.undoes:  # sequential replays a finished step's edit
+                with self._applied(step.chunk) as apply_s:
+                    context = "".join(a.context for a in self.active)
+                    for protocol, tagged in todo:
+                        self._score(protocol, tagged, context, step.edits, apply_s)
+            if todo:  # a saved step is in the count the progress started at
+                self.x.progress.advance(len(step.chunk))
 
     def _apply(self, chunk: Sequence[Tagged]) -> float:
         """Edit the chunk's cases (seeded by its first case) onto the model; seconds taken."""
         seed_everything(case_seed(self.x.config.seed, chunk[0].case.case_id))
         started = time.perf_counter()
-        self.active.append(self.method.apply(self.handle, [t.case for t in chunk], self.hparams))
+        self.active.append(self.method.apply(self.handle, self._handed(t.case for t in chunk), self.hparams))
         return time.perf_counter() - started
+
+    def _handed(self, cases: Iterable[EditCase]) -> list[EditCase]:
+        """The cases as the method is handed them: with every prompt in the chat template when the
+        run applies it and the method edits weights, so that it trains on the very text the
+        evaluator scores; a method that edits through the context gets them as written, because
+        the evaluator puts its context and each probe prompt into one user turn."""
+        if not (self.x.config.chat_template and self.method.capabilities.edits_weights):
+            return list(cases)
+        from harness.models.tokenization import chat_case
+
+        return [chat_case(self.handle.tokenizer, case) for case in cases]
+
+    def _check_rendered(self) -> None:
+        """Refuse, before the job's first edit, a case that the method cannot edit once it is put in
+        the chat template (the schedule asked `check_case` of the cases as written): ROME's subject
+        may also occur in the template's own text, such as a system prompt naming its maker."""
+        if not (self.x.config.chat_template and self.method.capabilities.edits_weights):
+            return
+        cases = self._handed(t.case for t in self.s.ordered)
+        problems = [problem for case in cases if (problem := self.method.check_case(case))]
+        if problems:
+            raise HarnessError(
+                f"{self.job.key}: in the model's chat template, {self.job.method} cannot edit "
+                f"{len(problems)} of {len(cases)} cases (first: {problems[0]}); run it without the chat "
+                "template, or leave those cases out"
+            )
 
     @contextlib.contextmanager
     def _applied(self, chunk: Sequence[Tagged]) -> Iterator[float]:
@@ -223,9 +324,12 @@ class _JobRun:
     def _score_pre(self) -> None:
         for task, cases in self.s.cases.items():
             evaluator = self.evaluators(task)
-            evaluator.prepare(cases)
-            for case, scores in zip(cases, evaluator.evaluate_pre(cases), strict=True):
-                self.pre[(task, case.case_id)] = _finite(scores)
+            told = self.x.progress.scoring(task)
+            evaluator.prepare(cases, told)
+            scores = evaluator.evaluate_pre(cases, told)
+            self.x.progress.scored()
+            for case, case_scores in zip(cases, scores, strict=True):
+                self.pre[(task, case.case_id)] = _finite(case_scores)
 
     def _score(
         self, protocol: str, tagged: Sequence[Tagged], context: str, edits: int, apply_s: float
@@ -241,21 +345,21 @@ class _JobRun:
 
     def _write(self, t: Tagged, protocol: str, post: dict[str, float], edits: int, timing: dict) -> None:
         pre = self.pre[t.key]
-        self.x.store.append(
-            {
-                "case_id": t.case.case_id,
-                "job": self.job.key,
-                "model": self.job.model,
-                "method": self.job.method,
-                "task": t.task,
-                "mode": self.job.mode,
-                "protocol": protocol,
-                "edits": edits,
-                "pre": pre,
-                "post": post,
-                "timing": {k: round(v, 4) for k, v in timing.items()},
-            }
-        )
+        row = {
+            "case_id": t.case.case_id,
+            "job": self.job.key,
+            "model": self.job.model,
+            "method": self.job.method,
+            "task": t.task,
+            "mode": self.job.mode,
+            "protocol": protocol,
+            "edits": edits,
+            "pre": pre,
+            "post": post,
+            "timing": {k: round(v, 4) for k, v in timing.items()},
+        }
+        self.x.store.append(row)
+        self.x.progress.row(row)
         judged = _edit_success(self.evaluators(t.task).metrics, pre, post)
         if protocol == modes.IMMEDIATE and judged:
             self.no_gain.append(_no_gain(judged, pre, post))

@@ -14,9 +14,23 @@ class GeneralCheck:
     include_path: str | None = None
     limit: int | None = None
     seed: int = 0
+    #: lm-eval puts its prompts in the model's chat template too (`--chat-template`).
+    chat_template: bool = False
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"include_path": self.include_path, "limit": self.limit, "seed": self.seed}
+        return {
+            "include_path": self.include_path,
+            "limit": self.limit,
+            "seed": self.seed,
+            "chat_template": self.chat_template,
+        }
+
+    def check(self) -> None:
+        """Refuse, before any model loads, a task lm-eval cannot build (unknown, or its data not to
+        be had offline): see `harness.general.check_tasks`."""
+        from harness.general import check_tasks
+
+        check_tasks(list(self.tasks), include_path=self.include_path)
 
     def before(self, handle: Any) -> dict[str, Any]:
         """The unedited model's figures (cached on disk by fingerprint): call before any edit."""

@@ -19,7 +19,9 @@ from __future__ import annotations
 import html
 import json
 import os
+import shlex
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,9 @@ def complete_metric_info(
 
 
 def load_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run's summary (`run_dir` is the run directory or its summary.json), with `source`: the run
+    directory. A failed run is refused: its results stop at an error, not where the user stopped
+    them; an interrupted run's results are marked partial by `merge`."""
     path = Path(run_dir) / "summary.json" if Path(run_dir).is_dir() else Path(run_dir)
     if not path.exists():
         raise HarnessError(f"{run_dir}: no summary.json (is it a run directory? a run still going?)")
@@ -58,7 +63,32 @@ def load_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     issues = validate_document(data, "results", str(path))
     if issues:
         raise HarnessError(f"invalid summary:\n{format_issues(issues)}")
-    return data
+    folder = path.parent
+    if data.get("status") == "failed":
+        raise HarnessError(
+            f"{run_dir}: the run failed{_done(data)} ({data.get('error', 'see its manifest.json')}), "
+            "so it has no results to rank; once the cause is fixed, `harness run --resume "
+            f"{shlex.quote(str(folder))}` completes it"
+        )
+    return {**data, "source": str(folder)}
+
+
+def _done(summary: Mapping[str, Any]) -> str:
+    cases = summary.get("cases")
+    return f" with {cases['saved']} of {cases['planned']} cases done" if cases else ""
+
+
+def partial_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per run whose rows are partial (`merge` marks them), naming it and how to finish it."""
+    notes = []
+    for partial in dict.fromkeys(json.dumps(r["partial"], sort_keys=True) for r in rows if "partial" in r):
+        run = json.loads(partial)
+        where, finish = "a run", ""
+        if run.get("source"):
+            where = f"the run in {run['source']}"
+            finish = f"; `harness run --resume {shlex.quote(run['source'])}` completes it"
+        notes.append(f"partial results: {where} was {run['status']}{_done(run)}{finish}")
+    return notes
 
 
 def _mode_label(result: Mapping[str, Any]) -> str:
@@ -75,8 +105,9 @@ def _mode_label(result: Mapping[str, Any]) -> str:
 
 
 def merge(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per result of every run: key columns, raw metric values, general figures, and the
-    metadata of the row's metrics as its run recorded it (`metric_info`)."""
+    """One row per result of every run: key columns, raw metric values, general figures, the
+    metadata of the row's metrics as its run recorded it (`metric_info`), and `partial` (the run's
+    status, case counts and folder) for a row from a run that did not finish."""
     rows = []
     for summary in summaries:
         recorded = summary.get("metric_info", {})
@@ -91,6 +122,8 @@ def merge(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             }
             names = {key.split(".", 1)[0] for key in result["metrics"]}
             row["metric_info"] = {name: dict(recorded[name]) for name in sorted(names & set(recorded))}
+            if summary.get("status", "finished") != "finished":
+                row["partial"] = {k: summary[k] for k in ("status", "cases", "source") if k in summary}
             for name, figures in result.get("general", {}).items():
                 row["metrics"][f"general:{name}"] = figures["after"]
                 row["metrics"][f"general:{name}:before"] = figures["before"]
@@ -171,7 +204,17 @@ def knowedit_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[l
     return ["task", "metric", *_column_labels(keys)], body
 
 
-def render(rows: Sequence[Mapping[str, Any]], fmt: str, layout: str = "wide") -> str:
+def render(
+    rows: Sequence[Mapping[str, Any]],
+    fmt: str,
+    layout: str = "wide",
+    *,
+    runs: Sequence[Mapping[str, Any]] = (),
+    descriptions: Mapping[str, str] | None = None,
+) -> str:
+    """The merged rows as a table in `fmt`. The HTML page also describes the `runs` (`run_facts`)
+    and explains each metric in a tooltip, from its registered description (`descriptions`, by
+    metric name) and its metadata."""
     if fmt not in FORMATS:
         raise HarnessError(f"unknown leaderboard format {fmt!r}; known: {', '.join(FORMATS)}")
     if layout not in LAYOUTS:
@@ -179,11 +222,15 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str, layout: str = "wide") ->
     if fmt == "json":
         return json.dumps(list(rows), indent=2, sort_keys=True)
     headers, body = knowedit_table(rows) if layout == "knowedit" else table(rows)
+    notes = partial_notes(rows)
     if fmt == "html":
-        return _html(headers, body)
+        marks = _Marks(rows, layout, headers, body, descriptions or {})
+        return _html(headers, body, notes, marks, runs)
     from tabulate import tabulate
 
-    return tabulate(body, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True)
+    text = tabulate(body, headers=headers, tablefmt=_TABLEFMT[fmt], disable_numparse=True)
+    comment = "% " if fmt == "latex" else ""
+    return "\n".join([text, *(f"{comment}note: {note}" for note in notes)])
 
 
 _SORT_SCRIPT = """
@@ -211,19 +258,183 @@ th { cursor: pointer; background: #f4f4f4; user-select: none; }
 th[data-order="asc"]::after { content: " \\25B2"; }
 th[data-order="desc"]::after { content: " \\25BC"; }
 td:nth-child(-n+4), th:nth-child(-n+4) { text-align: left; }
+.badge { background: #b35900; color: #fff; border-radius: 0.3em; padding: 0.1em 0.5em; font-size: 0.85em; }
+.badge.finished { background: #2e7d32; }
+td.best { font-weight: bold; background: #e8f5e9; }
+[title] { text-decoration: underline dotted; cursor: help; }
+table.runs td, table.runs th { text-align: left; cursor: default; }
 """
 
 
-def _html(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    """A self-contained page (inline style and script, nothing fetched): click a header to sort."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+def run_facts(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What a leaderboard page says of one run, from the manifest.json beside its summary (the
+    summary's `source` folder): its folder, models, start and end, status, and the versions of the
+    harness, Python, torch, transformers and the plugins' distributions. A run without a readable
+    manifest is described by what its summary has."""
+    source = summary.get("source", "")
+    try:
+        manifest = read_json(Path(source) / "manifest.json") if source else {}
+    except (OSError, HarnessError):
+        manifest = {}
+    versions = manifest.get("versions", {})
+    packages = versions.get("packages", {})
+    plugins = {
+        f"{p['distribution']} {p['version']}"
+        for p in versions.get("plugins", {}).values()
+        if p.get("distribution") not in (None, "knowedit-harness", "(direct)")
+    }
+    shown = {
+        "harness": versions.get("harness"),
+        "python": versions.get("python"),
+        "torch": packages.get("torch"),
+        "transformers": packages.get("transformers"),
+    }
+    return {
+        "source": source,
+        "models": sorted(manifest.get("models", {})) or sorted({r["model"] for r in summary["results"]}),
+        "started": manifest.get("started", ""),
+        "ended": manifest.get("ended", ""),
+        "status": summary.get("status") or manifest.get("status") or "finished",
+        "versions": {name: version for name, version in shown.items() if version},
+        "plugins": sorted(plugins),
+    }
+
+
+def metric_tooltip(key: str, info: MetricInfo, descriptions: Mapping[str, str]) -> str:
+    """What a metric column (or row) means, for its tooltip: the registered description, the unit
+    as shown and the direction of improvement. `name.group` is a sub-score of `name`."""
+    name, _, group = key.partition(".")
+    if key.startswith("general:"):
+        task = key.removeprefix("general:").removesuffix(":before")
+        when = "the unedited model" if key.endswith(":before") else "the edited model"
+        return f"lm-evaluation-harness task {task} on {when}"
+    described = descriptions.get(name, "")
+    parts = [f"{name}{f' ({group})' if group else ''}: {described}" if described else key]
+    parts.append("a fraction, shown x100" if info.is_fraction else f"in {info.unit}")
+    parts.append("higher is better" if info.higher_is_better else "lower is better")
+    return "; ".join(parts)
+
+
+def _best(cells: Sequence[str], higher: bool) -> set[int]:
+    """The positions of the best of the shown values (ties all), when the values differ."""
+    values = {i: float(c) for i, c in enumerate(cells) if c}
+    if len(set(values.values())) < 2:  # one value, or all equal: nothing stands out
+        return set()
+    best = (max if higher else min)(values.values())
+    return {i for i, v in values.items() if v == best}
+
+
+class _Marks:
+    """The HTML marks of a table: a tooltip per metric header (wide) or metric cell (knowedit),
+    and the best value of each row (knowedit: a task's metric across the columns) or of each
+    column within a task and mode (wide), by the metric's direction (`MetricInfo`)."""
+
+    def __init__(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        layout: str,
+        headers: Sequence[str],
+        body: Sequence[Sequence[str]],
+        descriptions: Mapping[str, str],
+    ) -> None:
+        info = _table_info(rows)
+        self.header_titles: dict[int, str] = {}
+        self.cell_titles: dict[tuple[int, int], str] = {}
+        self.best: set[tuple[int, int]] = set()
+
+        def tip(key: str) -> str:
+            return metric_tooltip(key, info_of(key, info), descriptions)
+
+        def comparable(key: str) -> bool:
+            return not key.endswith(":before")
+
+        if layout == "knowedit":
+            for r, row in enumerate(body):
+                metric = row[1]
+                self.cell_titles[(r, 1)] = tip(metric)
+                higher = info_of(metric, info).higher_is_better
+                self.best |= {(r, 2 + c) for c in _best(row[2:], higher)}
+            return
+        first = len(KEY_COLUMNS)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for r, row in enumerate(body):
+            groups.setdefault((row[2], row[3]), []).append(r)
+        for c, key in enumerate(headers[first:], start=first):
+            self.header_titles[c] = tip(key)
+            if not comparable(key):
+                continue
+            higher = info_of(key, info).higher_is_better
+            for members in groups.values():
+                shown = [body[r][c] for r in members]
+                self.best |= {(members[i], c) for i in _best(shown, higher)}
+
+
+def _when(iso: str) -> str:
+    """`2026-11-30 21:12 UTC` for a manifest's ISO time, to the minute; "" stays ""."""
+    try:
+        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M %Z").strip()
+    except ValueError:
+        return iso
+
+
+def _runs_html(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The table of the runs a page merges: folder, models, dates, status, versions."""
+    if not runs:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("run", "model", "started", "ended", "status", "versions"))
+    lines = []
+    for run in runs:
+        status = run["status"]
+        badge = f'<span class="badge {html.escape(status)}">{html.escape(status)}</span>'
+        versions = ", ".join([*(f"{k} {v}" for k, v in run["versions"].items()), *run["plugins"]])
+        cells = [run["source"], ", ".join(run["models"]), _when(run["started"]), _when(run["ended"])]
+        lines.append(
+            "<tr>"
+            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+            + f"<td>{badge}</td><td>{html.escape(versions)}</td></tr>"
+        )
+    return (
+        f'<h2>Runs</h2>\n<table class="runs">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
+        + "\n".join(lines)
+        + "\n</tbody>\n</table>\n<h2>Results</h2>\n"
+    )
+
+
+def _titled(tag: str, text: str, title: str | None, css: str = "") -> str:
+    attributes = f' class="{css}"' if css else ""
+    attributes += f' title="{html.escape(title)}"' if title else ""
+    return f"<{tag}{attributes}>{html.escape(text)}</{tag}>"
+
+
+def _html(
+    headers: Sequence[str],
+    body: Sequence[Sequence[str]],
+    notes: Sequence[str],
+    marks: _Marks,
+    runs: Sequence[Mapping[str, Any]],
+) -> str:
+    """A self-contained page (inline style and script, nothing fetched): the runs it merges, then
+    the table; hover a metric for what it means, the best value of a row is bold, click a header
+    to sort. Each note (`partial_notes`) is a line with a "partial" badge above the table."""
+    badges = "".join(f'<p><span class="badge">partial</span> {html.escape(n)}</p>\n' for n in notes)
+    head = "".join(_titled("th", h, marks.header_titles.get(c)) for c, h in enumerate(headers))
+    rows = "\n".join(
+        "<tr>"
+        + "".join(
+            _titled("td", cell, marks.cell_titles.get((r, c)), "best" if (r, c) in marks.best else "")
+            for c, cell in enumerate(row)
+        )
+        + "</tr>"
+        for r, row in enumerate(body)
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         "<title>knowedit-harness leaderboard</title>\n"
         f"<style>{_STYLE}</style>\n</head>\n<body>\n<h1>Leaderboard</h1>\n"
-        "<p>Fractions x100; other units (bits, nats, perplexity, ...) as they are. "
-        "Click a column to sort.</p>\n"
-        f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
+        f"{_runs_html(runs)}"
+        "<p>Fractions x100; other units (bits, nats, perplexity, ...) as they are. The best value "
+        "of each row (wide layout: of each column within a task and mode) is in bold; hover a "
+        "metric for what it means; click a column to sort.</p>\n"
+        f"{badges}<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
         f"<script>{_SORT_SCRIPT}</script>\n</body>\n</html>\n"
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.ground import HarnessError, MetricInfo
 from harness.hparams import check_names, check_values, layer_keys, overrides_for, scope_of
+from harness.plugins import did_you_mean
 from harness.runs.catalog import Catalog
 from harness.runs.suites import Suite
 
@@ -51,6 +52,8 @@ class RunConfig:
     general_include: str | None = None
     general_limit: int | None = None
     general_edits: int = 5
+    #: Put every prompt in the model's chat template (`--chat-template`, or a task's dataset spec).
+    chat_template: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -130,13 +133,44 @@ def effective_config(config: RunConfig, catalog: Catalog) -> tuple[RunConfig, Su
         model=config.model or catalog.registry.models.default(),
         mode=config.mode or ("cross-domain" if config.train_tasks else "single"),
         batch_size=config.batch_size or 1,
+        chat_template=config.chat_template or bool(chat_tasks(catalog, config)),
     )
     return config, suite
 
 
+def chat_tasks(catalog: Catalog, config: RunConfig) -> list[str]:
+    """The run's tasks whose prompts are meant for the chat template (`Task.chat_template`, a
+    dataset spec's `chat_template`). One such task turns the template on for the whole run, so
+    that every job edits, probes and runs lm-eval on prompts of one form."""
+    return [t for t in dict.fromkeys((*config.tasks, *config.train_tasks)) if catalog.task(t).chat_template]
+
+
+def _check_chat_template(catalog: Catalog, config: RunConfig) -> None:
+    """Refuse the chat template for a model whose tokenizer has none, read from its files without
+    loading it; a model whose files are not readable here is refused when it loads."""
+    if not config.chat_template:
+        return
+    from harness.models.shape import has_chat_template
+
+    alias = catalog.registry.models.locate(config.model)
+    if has_chat_template(alias[0] if alias else config.model) is False:
+        asked = chat_tasks(catalog, config)
+        why = (
+            f'asked for by {", ".join(map(repr, asked))}: "chat_template": true'
+            if asked
+            else "--chat-template"
+        )
+        raise PlanError(
+            f"model {config.model!r} has no chat template in its tokenizer files, so prompts cannot be "
+            f"put in one ({why}): use an instruct model, or run without the chat template"
+        )
+
+
 def _check_config(config: RunConfig) -> None:
     if config.mode not in MODES:
-        raise PlanError(f"unknown mode {config.mode!r}; known: {', '.join(MODES)}")
+        raise PlanError(
+            f"unknown mode {config.mode!r}{did_you_mean(config.mode, MODES)}; known: {', '.join(MODES)}"
+        )
     if not config.methods:
         raise PlanError("no method to run: pass --method M[,M..] or --suite NAME")
     if not config.tasks:
@@ -232,6 +266,7 @@ def _check_train_task(catalog: Catalog, task: str) -> None:
 def build_plan(config: RunConfig, catalog: Catalog, suite: Suite | None = None) -> list[Job]:
     """The jobs of an effective config, in a fixed order (model, method, task)."""
     _check_config(config)
+    catalog.registry.models.check_spec(config.model)
     for method in config.methods:
         _check_method(catalog, method, config)
     for task in (*config.tasks, *config.train_tasks):
@@ -242,18 +277,19 @@ def build_plan(config: RunConfig, catalog: Catalog, suite: Suite | None = None) 
     suite_hparams = suite.hparams if suite is not None else {}
     _check_overrides(catalog, config, suite_hparams)
     metric_info(catalog, config)  # refuses an unknown or broken metric now
+    _check_chat_template(catalog, config)
 
     def job(method: str, tasks: Sequence[str], train_task: str | None = None) -> Job:
         overrides = {**suite_hparams.get(method, {}), **overrides_for(method, config.overrides)}
         return Job(
             model=config.model,
             method=method,
-            tasks=tuple(tasks),
+            tasks=tuple(catalog.task_name(t) for t in tasks),
             mode=config.mode,
             overrides=overrides,
             batch_size=config.batch_size,
             eval_at=config.eval_at,
-            train_task=train_task,
+            train_task=catalog.task_name(train_task) if train_task else None,
         )
 
     jobs: list[Job] = []

@@ -9,9 +9,10 @@ decided: the executor only executes it, and resuming compares its row keys with 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
@@ -21,6 +22,7 @@ from harness.runs.catalog import Catalog
 from harness.runs.modes import Step, Tagged
 from harness.runs.plan import Job, RunConfig
 from harness.runs.store import RowKey
+from harness.schemas import format_issues
 
 Warn = Callable[[str], None]
 
@@ -33,16 +35,30 @@ def warn_stderr(message: str) -> None:
 @dataclass(frozen=True)
 class JobSchedule:
     """One job's work: its editable cases per task (task order), the same cases tagged in editing
-    order, the `apply` steps over them, and (cross-domain) the train split it is fitted on."""
+    order, the `apply` steps over them, and (cross-domain) the train split it is fitted on; the
+    cases its method cannot edit, left out with --skip-invalid (`skipped`, case id -> why), and its
+    method's notes on the cases it edits (`Method.case_note`, case id -> note)."""
 
     job: Job
     cases: Mapping[str, tuple[EditCase, ...]]
     ordered: tuple[Tagged, ...]
     steps: tuple[Step, ...]
     train: tuple[EditCase, ...] = ()
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
 
     def row_key(self, tagged: Tagged, protocol: str) -> RowKey:
         return (self.job.key, tagged.task, tagged.case.case_id, protocol)
+
+    def without(self, left_out: Collection[tuple[str, str]]) -> JobSchedule:
+        """The same job without some cases (`(task, case_id)` keys), its steps laid out anew: for
+        cases that only the loaded model shows cannot run (a probe beyond its positions)."""
+        cases = {
+            task: tuple(c for c in task_cases if (task, c.case_id) not in left_out)
+            for task, task_cases in self.cases.items()
+        }
+        ordered = tuple(t for t in self.ordered if t.key not in left_out)
+        return dataclasses.replace(self, cases=cases, ordered=ordered, steps=_steps(self.job, ordered))
 
     def row_keys(self) -> set[RowKey]:
         """Every row the job writes to cases.jsonl when it runs to its end."""
@@ -70,30 +86,56 @@ class _Splits:
             )
             if loaded.skipped:
                 self.warn(
-                    f"task {task!r}: {len(loaded.skipped)} invalid records of {loaded.source} skipped "
-                    f"(first: {loaded.skipped[0]}); run `harness validate {loaded.source} --task {task}`"
+                    f"task {task!r}: invalid records of {loaded.source} skipped (`harness validate "
+                    f"{loaded.source} --task {task}` checks the file):\n"
+                    + format_issues(loaded.skipped, limit=len(loaded.skipped))
                 )
             self._loaded[(task, split)] = tuple(loaded.cases)
         return self._loaded[(task, split)]
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A job's cases of one task as its method sees them: those it edits, the others (case id ->
+    why), and its notes on those it edits (case id -> note)."""
+
+    editable: tuple[EditCase, ...]
+    skipped: dict[str, str]
+    notes: dict[str, str]
+
+
+def _lines(items: Mapping[str, str]) -> str:
+    return "".join(f"\n  {case_id}: {text}" for case_id, text in items.items())
+
+
 def _editable(
     job: Job, method: Method, cases: Sequence[EditCase], skip_invalid: bool, warn: Warn
-) -> tuple[EditCase, ...]:
+) -> _Checked:
     """The cases the job's method can edit: one it cannot stops the run, or with --skip-invalid is
-    left out with a warning."""
+    left out, each named in a warning; the method's notes on the others are warned about too."""
     problems = {c.case_id: problem for c in cases if (problem := method.check_case(c))}
-    if not problems:
-        return tuple(cases)
-    first = next(iter(problems.values()))
     count = f"{len(problems)} of {len(cases)} cases"
-    if not skip_invalid:
+    if problems and not skip_invalid:
+        first = next(iter(problems.values()))
         raise HarnessError(
             f"{job.key}: {job.method} cannot edit {count} (first: {first}); fix the data, leave "
-            f"this method or task out, or pass --skip-invalid to skip such cases"
+            f"this method or task out, or pass --skip-invalid to skip such cases: {', '.join(problems)}"
         )
-    warn(f"{job.key}: {count} skipped that {job.method} cannot edit (first: {first})")
-    return tuple(c for c in cases if c.case_id not in problems)
+    if problems:
+        warn(f"{job.key}: {count} skipped that {job.method} cannot edit:{_lines(problems)}")
+    editable = tuple(c for c in cases if c.case_id not in problems)
+    notes = {c.case_id: note for c in editable if (note := method.case_note(c))}
+    if notes:
+        warn(
+            f"{job.key}: {job.method}'s notes on {len(notes)} of {len(editable)} cases (kept in the "
+            f"manifest):{_lines(notes)}"
+        )
+    return _Checked(editable, problems, notes)
+
+
+def _steps(job: Job, ordered: Sequence[Tagged]) -> tuple[Step, ...]:
+    """The `apply` steps of the job's mode over its cases in editing order."""
+    return tuple(modes.steps(ordered, job.batch_size, sequential=not job.undoes, eval_at=job.eval_at))
 
 
 def schedule(jobs: Sequence[Job], config: RunConfig, catalog: Catalog, warn: Warn) -> list[JobSchedule]:
@@ -103,15 +145,17 @@ def schedule(jobs: Sequence[Job], config: RunConfig, catalog: Catalog, warn: War
     schedules = []
     for job in jobs:
         method = catalog.method(job.method)
-        cases = {
+        checked = {
             task: _editable(
                 job, method, splits(task, config.split)[: config.limit], config.skip_invalid, warn
             )
             for task in job.tasks
         }
+        cases = {task: c.editable for task, c in checked.items()}
         per_task = [[Tagged(task, c) for c in task_cases] for task, task_cases in cases.items()]
         ordered = modes.interleave(per_task, config.seed) if len(per_task) > 1 else per_task[0]
-        steps = modes.steps(ordered, job.batch_size, sequential=not job.undoes, eval_at=job.eval_at)
         train = splits(job.train_task, "train") if job.train_task else ()
-        schedules.append(JobSchedule(job, cases, tuple(ordered), tuple(steps), train))
+        skipped = {case_id: why for c in checked.values() for case_id, why in c.skipped.items()}
+        notes = {case_id: note for c in checked.values() for case_id, note in c.notes.items()}
+        schedules.append(JobSchedule(job, cases, tuple(ordered), _steps(job, ordered), train, skipped, notes))
     return schedules

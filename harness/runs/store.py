@@ -33,6 +33,17 @@ SUMMARY = "summary.json"
 #: The fields that identify a row: one row per job, task, case and protocol.
 RowKey = tuple[str, str, str, str]
 
+#: How a run can end: every case done; stopped by the user (Ctrl-C) or a kill, to be resumed; or
+#: stopped by an error, which the manifest records. A run that is going says "running".
+END_STATUSES = ("finished", "interrupted", "failed")
+
+
+def error_line(error: Mapping[str, str]) -> str:
+    """A recorded error (`RunStore.record_end`) as one line: its type and the first line of its
+    message."""
+    message = error.get("message", "").strip().splitlines()
+    return f"{error.get('type', 'error')}: {message[0]}" if message else error.get("type", "error")
+
 
 def row_key(row: Mapping[str, Any]) -> RowKey:
     return (row["job"], row["task"], row["case_id"], row["protocol"])
@@ -94,13 +105,38 @@ class RunStore:
         else:
             self._manifest = {"config": dict(config), "seed": seed, "started": now(), "jobs": {}}
         self._manifest.update(status="running", versions=dict(versions), machine=dict(machine))
-        self._manifest.pop("ended", None)
+        for stale in ("ended", "cases", "error"):
+            self._manifest.pop(stale, None)
         self._save()
 
-    def record_end(self, status: str) -> None:
-        """The run ended: status "finished" or "interrupted", and the end time."""
+    def record_end(
+        self,
+        status: str,
+        *,
+        cases: Mapping[str, int] | None = None,
+        error: Mapping[str, str] | None = None,
+    ) -> None:
+        """The run ended, with one of `END_STATUSES` and the end time; `cases` counts the cases
+        saved of those planned (`{"saved": n, "planned": m}`), `error` describes what made a
+        "failed" run stop (`type`, `message`, `traceback`)."""
+        if status not in END_STATUSES:
+            raise ValueError(f"a run ends {', '.join(END_STATUSES)}, not {status!r}")
         self._manifest.update(status=status, ended=now())
+        if cases is not None:
+            self._manifest["cases"] = dict(cases)
+        if error is not None:
+            self._manifest["error"] = dict(error)
         self._save()
+
+    def ending(self) -> dict[str, Any]:
+        """How the run ended, for summary.json: its status, the case counts, and (failed) the error
+        as one line; empty while the run is going."""
+        if self._manifest.get("status") not in END_STATUSES:
+            return {}
+        ending = {key: self._manifest[key] for key in ("status", "cases") if key in self._manifest}
+        if "error" in self._manifest:
+            ending["error"] = error_line(self._manifest["error"])
+        return ending
 
     def record_job(self, job: Job, *, n_cases: int) -> None:
         """A planned job (whether or not it runs now); a resumed run keeps its times and hparams."""
@@ -117,6 +153,17 @@ class RunStore:
             overrides=dict(job.overrides),
             n_cases=n_cases,
         )
+        self._save()
+
+    def record_skipped(self, job: Job, problems: Mapping[str, str]) -> None:
+        """Cases left out of a job once it was planned (case id -> why)."""
+        self._manifest["jobs"][job.key].setdefault("skipped", {}).update(problems)
+        self._save()
+
+    def record_notes(self, job: Job, notes: Mapping[str, str]) -> None:
+        """What the job's method noted on cases it edits all the same (case id -> note, from
+        `Method.case_note`)."""
+        self._manifest["jobs"][job.key].setdefault("notes", {}).update(notes)
         self._save()
 
     def record_job_started(self, job: Job, hparams: Mapping[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 FAMILIES = ("llama", "gpt2")
 TINY_VOCAB_SIZE = 1024
@@ -91,28 +92,33 @@ def _train_tokenizer(family: str):
     return fast
 
 
-def _config(family: str, vocab_size: int, tokenizer):
+def _config(family: str, vocab_size: int, tokenizer, sizes: dict[str, Any]):
     from transformers import GPT2Config, LlamaConfig
 
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     if family == "llama":
-        return LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            tie_word_embeddings=True,
-            **ids,
-        )
-    return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=4, n_head=4, n_positions=256, **ids)
+        llama = {
+            "vocab_size": vocab_size,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 256,
+            "tie_word_embeddings": True,
+        }
+        return LlamaConfig(**{**llama, **sizes}, **ids)
+    gpt2 = {"vocab_size": vocab_size, "n_embd": 64, "n_layer": 4, "n_head": 4, "n_positions": 256}
+    return GPT2Config(**{**gpt2, **sizes}, **ids)
 
 
-def build_tiny_model(folder: str | Path, family: str = "llama", *, seed: int = 0) -> Path:
+def build_tiny_model(folder: str | Path, family: str = "llama", *, seed: int = 0, **sizes: Any) -> Path:
     """Write a tiny random model of `family` ("llama" or "gpt2") with its tokenizer to `folder`,
-    loadable with `harness.models.load_model(folder)` like any real model folder."""
+    loadable with `harness.models.load_model(folder)` like any real model folder.
+
+    `sizes` override the config (transformers' names, e.g. `hidden_size=576, num_hidden_layers=30`
+    for a random model of SmolLM2-135M's shape, to time methods where real weights cannot go); a
+    `vocab_size` above the tokenizer's leaves the extra rows unused."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -121,7 +127,7 @@ def build_tiny_model(folder: str | Path, family: str = "llama", *, seed: int = 0
     folder = Path(folder)
     tokenizer = _train_tokenizer(family)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(_config(family, len(tokenizer), tokenizer))
+    model = AutoModelForCausalLM.from_config(_config(family, len(tokenizer), tokenizer, sizes))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -31,6 +31,7 @@ LOSS_STOP = 1e-2
 
 class _FineTune(Method):
     capabilities = Capabilities(batch=True, sequential=True)
+    tuning_hint = "layers (the tuned layer), lr, num_steps"
     loss: ClassVar[Callable[[torch.Tensor, AnswerBatch], torch.Tensor]]
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",

@@ -165,6 +165,7 @@ class GRACE(Method):
     capabilities: ClassVar[Capabilities] = Capabilities(
         batch=True, sequential=True, needs_training=False, edits_weights=False
     )
+    tuning_hint: ClassVar[str] = "layer (the adapted layer), edit_lr, n_iter"
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

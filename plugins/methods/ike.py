@@ -93,6 +93,7 @@ class IKE(Method):
     capabilities: ClassVar[Capabilities] = Capabilities(
         batch=False, sequential=False, needs_training=True, edits_weights=False
     )
+    tuning_hint: ClassVar[str] = "k (the demonstrations retrieved per edit)"
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

@@ -132,6 +132,7 @@ class LoRA(Method):
     capabilities: ClassVar[Capabilities] = Capabilities(
         batch=True, sequential=True, needs_training=False, edits_weights=False
     )
+    tuning_hint: ClassVar[str] = "layers (the adapted layers), lr, num_steps"
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "additionalProperties": False,

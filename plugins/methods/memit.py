@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from harness.api import AppliedEdit, Capabilities, EditCase, Method, SnapshotEdit
-from harness_plugins.rome_family.keys import Rewrite, subject_problem, subject_reads
+from harness_plugins.rome_family.keys import Rewrite, subject_note, subject_problem, subject_reads
 from harness_plugins.rome_family.second_moment import MOM2_SCHEMA, second_moments, stats_config
 from harness_plugins.rome_family.templates import context_templates
 from harness_plugins.rome_family.updates import memit_update, spread_residual
@@ -36,6 +36,10 @@ MOM2_WEIGHT_PER_DIM = 15000 / 11008
 class MEMIT(Method):
     name = "memit"
     capabilities = Capabilities(batch=True, sequential=True)
+    tuning_hint = (
+        "layers, v_lr and v_num_grad_steps (the values' optimisation), mom2_update_weight (lower: "
+        "stronger edits)"
+    )
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -62,6 +66,9 @@ class MEMIT(Method):
 
     def check_case(self, case: EditCase) -> str | None:
         return subject_problem(case, self.name)
+
+    def case_note(self, case: EditCase) -> str | None:
+        return subject_note(case)
 
     def apply(
         self, handle: ModelHandle, cases: Sequence[EditCase], hparams: Mapping[str, Any]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method, SnapshotEdit
-from harness_plugins.rome_family.keys import Rewrite, subject_problem, subject_reads
+from harness_plugins.rome_family.keys import Rewrite, subject_note, subject_problem, subject_reads
 from harness_plugins.rome_family.second_moment import MOM2_SCHEMA, second_moments, stats_config
 from harness_plugins.rome_family.templates import context_templates
 from harness_plugins.rome_family.updates import rome_direction, rome_update
@@ -32,6 +32,7 @@ DEFAULT_DEPTH = 5 / 31
 class ROME(Method):
     name = "rome"
     capabilities = Capabilities(batch=False, sequential=True)
+    tuning_hint = "layers (the edited layer), v_lr and v_num_grad_steps (the value's optimisation)"
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -56,6 +57,9 @@ class ROME(Method):
 
     def check_case(self, case: EditCase) -> str | None:
         return subject_problem(case, self.name)
+
+    def case_note(self, case: EditCase) -> str | None:
+        return subject_note(case)
 
     def apply(
         self, handle: ModelHandle, cases: Sequence[EditCase], hparams: Mapping[str, Any]

@@ -1,4 +1,10 @@
-"""Fluency: weighted bi/tri-gram entropy of a sampled continuation of the edit prompt."""
+"""Fluency: weighted bi/tri-gram entropy of a sampled continuation of the edit prompt.
+
+The continuation has a fixed length: it does not stop at an end-of-sequence or end-of-turn token,
+as the reference's `generate_fast` does not. An instruct model that ends its turn at once would
+otherwise be scored on its prompt alone, and an edit that moved where the model stops would move
+"fluency" with it. The length counts new tokens (docs/metrics.md says why).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,13 @@ from .text import weighted_ngram_entropy
 
 
 class Fluency(OptionsMetric):
-    """mean(2/3 H2, 4/3 H3) in bits over the words of prompt + top-k sampled continuation."""
+    """mean(2/3 H2, 4/3 H3) in bits over the words of prompt + top-k sampled continuation of
+    exactly `fluency_max_new_tokens` tokens."""
 
     name = "fluency"
     info = MetricInfo(unit="bits", headline=4)
-    #: The continuation: new tokens, and k of the top-k sampling.
+    #: The continuation: its length in new tokens (never cut short at EOS), and k of the top-k
+    #: sampling.
     option_defaults: ClassVar[Mapping[str, Any]] = {"fluency_max_new_tokens": 100, "fluency_top_k": 5}
 
     def _request(self, case: EditCase) -> Request:
@@ -26,6 +34,7 @@ class Fluency(OptionsMetric):
             self.option("fluency_max_new_tokens"),
             top_k=self.option("fluency_top_k"),
             seed=case_seed(self.options.seed, case.prompt),
+            stop_at_eos=False,
         )
 
     def requests(self, case: EditCase) -> list[Request]:

@@ -30,6 +30,7 @@ class LogitNudge(Method):
 
     name = "logit-nudge"
     capabilities = Capabilities(batch=True, sequential=True, needs_training=False, edits_weights=True)
+    tuning_hint = "strength (nats the target's logit rises)"
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
