@@ -102,6 +102,6 @@ def test_every_suite_method_edits_smollm2_through_the_command_line(tmp_path) -> 
     rome_job = next(j for j in manifest["jobs"].values() if j["method"] == "rome")
     assert rome_job["hparams"]["context_templates"] == QUICK.hparams["rome"]["context_templates"]
 
-    lines = result.output.splitlines()
-    assert lines[0].split() == ["task", "metric", *QUICK.methods]  # nothing printed before the table
+    lines = result.stdout.splitlines()  # progress lines go to stderr
+    assert lines[0].split() == ["task", "metric", *QUICK.methods]  # nothing on stdout before the table
     assert lines[2].split()[:2] == ["mini_zsre", "edit_succ"]

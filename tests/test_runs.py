@@ -211,7 +211,7 @@ def test_suite_exclusions_and_hparams_shape_the_plan(tmp_path):
 
     cat = Catalog(build_registry(extra_plugins=[("t", Plugin()), ("s", Suites())]))
     config, jobs = plan(RunConfig(model="org/m", suite="tiny-suite", overrides={"delay": 0}), cat)
-    assert config.limit == 1
+    assert config.limit == 2
     assert [j.key for j in jobs] == [
         "org/m/nudge/facts/single",
         "org/m/nudge/other_facts/single",
