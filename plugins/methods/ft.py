@@ -17,7 +17,7 @@ import torch
 
 from harness.api import AnswerBatch, AppliedEdit, Capabilities, EditCase, Method, SnapshotEdit, encode_answers
 from harness_plugins.rome_family.losses import answer_logits, answer_nll, prompt_last_nll
-from harness_plugins.rome_family.weights import mlp_out_params, trainable_only
+from harness_plugins.rome_family.weights import LAYERS_PROPERTY, mlp_out_params, trainable_only
 
 if TYPE_CHECKING:
     from harness.api import ModelHandle
@@ -36,13 +36,7 @@ class _FineTune(Method):
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            "layers": {
-                "type": "array",
-                "items": {"type": "integer"},
-                "minItems": 1,
-                "uniqueItems": True,
-                "x-layer": True,
-            },
+            "layers": LAYERS_PROPERTY,
             "num_steps": {"type": "integer", "minimum": 1, "default": 25},
             "lr": {"type": "number", "exclusiveMinimum": 0, "default": 5e-4},
             "batch_size": {"type": "integer", "minimum": 1, "default": 1},

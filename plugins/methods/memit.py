@@ -18,7 +18,7 @@ from harness_plugins.rome_family.second_moment import MOM2_SCHEMA, second_moment
 from harness_plugins.rome_family.templates import context_templates
 from harness_plugins.rome_family.updates import memit_update, spread_residual
 from harness_plugins.rome_family.values import VALUE_SCHEMA, optimize_value
-from harness_plugins.rome_family.weights import add_to_mlp_out, mlp_out_weight_name
+from harness_plugins.rome_family.weights import LAYERS_PROPERTY, add_to_mlp_out, mlp_out_weight_name
 
 if TYPE_CHECKING:
     from harness.api import ModelHandle
@@ -43,13 +43,7 @@ class MEMIT(Method):
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            "layers": {
-                "type": "array",
-                "items": {"type": "integer"},
-                "minItems": 1,
-                "uniqueItems": True,
-                "x-layer": True,
-            },
+            "layers": LAYERS_PROPERTY,
             **VALUE_SCHEMA,
             "context_templates": {**VALUE_SCHEMA["context_templates"], "default": [[10, 5]]},
             "mom2_update_weight": {"type": "number", "exclusiveMinimum": 0},

@@ -12,6 +12,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
+#: The hparams-schema property of a method that edits the MLP output weights of several layers
+#: (`"x-layer"`: checked against the model's layer count before it loads).
+LAYERS_PROPERTY = {
+    "type": "array",
+    "items": {"type": "integer"},
+    "minItems": 1,
+    "uniqueItems": True,
+    "x-layer": True,
+}
+
 if TYPE_CHECKING:
     from harness.api import ModelHandle
 
