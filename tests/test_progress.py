@@ -78,6 +78,22 @@ def test_a_method_without_timed_edits_makes_the_estimate_a_lower_bound():
     assert str(Estimate(3725.0)) == "1h02m" and duration(190) == "3m10s"
 
 
+def test_without_a_terminal_the_unedited_scoring_is_said_once_with_the_count_of_every_phase():
+    stream, clock = io.StringIO(), Clock()
+    progress = RunProgress([FAST], [], style="lines", stream=stream, clock=clock)
+    progress.start_job(FAST)
+    update = progress.scoring("t")
+    for done, total in ((0, 1), (1, 1), (0, 4), (4, 4)):  # two phases: 1 request, then 4
+        update(done, total)
+    clock.now += 12
+    progress.scored()
+    lines = stream.getvalue().splitlines()[-2:]
+    assert lines == [
+        "job 1 of 1: unedited model on t: scoring",
+        "job 1 of 1: unedited model scored (5 requests, 12s)",
+    ]
+
+
 def test_progress_bars_only_on_a_terminal():
     assert choose_style(True, io.StringIO()) == "lines"
     assert choose_style(False, io.StringIO()) == "off"

@@ -254,7 +254,7 @@ class RunProgress:
                 finished, current = finished + current, total
                 self._scoring = (finished, current)
             if self.style == "lines" and done == 0 and total and not finished:
-                self._say(f"{label}: scoring {count(total, 'request')}")
+                self._say(f"{label}: scoring")  # the count comes at the end, over every phase
             if self.style != "bars":
                 return
             if self._bar is None:
