@@ -8,20 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import run_main
 from fixtures import PLUGIN_SITE, use_fixture_plugins
 
-from harness.cli import COMMANDS, main
-
-
-def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the `harness` entry point in-process, as the console script does."""
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from harness.cli import COMMANDS
 
 
 def harness_subprocess(code: str, *, with_fixtures: bool = False) -> subprocess.CompletedProcess:

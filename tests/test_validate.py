@@ -11,9 +11,8 @@ import gzip
 import json
 
 import pytest
+from cli_helpers import run_main
 from fixtures import use_fixture_plugins
-
-from harness.cli import main
 
 GOOD_FACT = {"fact_prompt": "The capital of France is", "fact_answer": "Paris"}
 GOOD_BIO = {"person": "Ada Lovelace", "biography": "Ada Lovelace was a mathematician."}
@@ -26,13 +25,7 @@ def registry(request, monkeypatch):
 
 def validate(capsys, path, *options: str) -> tuple[int, list[str], str]:
     """Exit code, the problem lines (stdout) and the summary (stderr) of `harness validate`."""
-    try:
-        main(["validate", str(path), *options])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
+    code, out, err = run_main(capsys, "validate", str(path), *options)
     return code, out.splitlines(), err
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from harness.cli import main
+from cli_helpers import run_main
 
 ZSRE = {
     "subject": "Watts Humphrey",
@@ -86,13 +85,7 @@ WITH_SUBJECT = {
 
 def validate(capsys, path, *options: str) -> tuple[int, list[str], str]:
     """Exit code, the problem lines (stdout) and the notes and summary (stderr)."""
-    try:
-        main(["validate", str(path), *options])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
+    code, out, err = run_main(capsys, "validate", str(path), *options)
     return code, out.splitlines(), err
 
 

@@ -6,21 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_main
 from shared_data import KNOWEDIT
-
-from harness.cli import main
 
 FACT = {"subject": "France", "prompt": "The capital of France is", "target_new": "Lyon"}
 
 
 def validate(capsys, path) -> tuple[int, str, str]:
-    try:
-        main(["validate", str(path)])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
+    code, out, err = run_main(capsys, "validate", str(path))
     return code, out.strip(), err.strip()
 
 
