@@ -53,8 +53,9 @@ def test_after_a_resume_the_eta_comes_from_the_saved_rows_not_the_clock():
     clock.now += 3600  # an hour passes (a slow model load, a sleeping laptop): the rows decide
     progress.row(row(SLOW.key, 4, apply_s=18.0, eval_s=2.0))  # this edit took 20 s
     progress.advance(1)
-    # 5 timed edits of 10, 10, 10, 10, 20 s: 12 s each for the 5 left; the fast job's 9 at 1 s.
-    assert progress.eta() == Estimate(5 * 12.0 + 9 * 1.0)
+    # 5 timed edits of 10, 10, 10, 10, 20 s; the first is the warm-up, so 12.5 s each for the 5
+    # left; the fast method's one edit is its warm-up and all there is: its 9 at 1 s.
+    assert progress.eta() == Estimate(5 * 12.5 + 9 * 1.0)
 
 
 def test_a_batch_shares_its_apply_call_and_checkpoint_rows_add_their_scoring():
@@ -62,8 +63,19 @@ def test_a_batch_shares_its_apply_call_and_checkpoint_rows_add_their_scoring():
     for i in range(5):  # one apply call of 10 s for the batch of 5, 1 s of scoring per case
         estimator.add(row(BATCH.key, i, apply_s=10.0, eval_s=1.0))
     assert estimator.per_edit(BATCH.key) == pytest.approx(3.0)
-    estimator.add(row(BATCH.key, 0, apply_s=10.0, eval_s=5.0, protocol="after-5"))
+    # The checkpoint's scoring is spread over the edits timed after the warm-up (the first row).
+    estimator.add(row(BATCH.key, 0, apply_s=10.0, eval_s=4.0, protocol="after-5"))
     assert estimator.per_edit(BATCH.key) == pytest.approx(4.0)
+
+
+def test_a_methods_first_edit_is_its_warm_up_and_counts_only_while_it_is_the_only_one():
+    other = JobWork("m/fast/u/single", "fast", "fast u single", edits=10)
+    estimator = Estimator([FAST, other])
+    estimator.add(row(FAST.key, 0, apply_s=290.0, eval_s=10.0))  # pays for statistics built once
+    assert estimator.per_edit(FAST.key) == estimator.per_edit(other.key) == pytest.approx(300.0)
+    estimator.add(row(other.key, 0, apply_s=2.0, eval_s=1.0))
+    assert estimator.per_edit(FAST.key) == estimator.per_edit(other.key) == pytest.approx(3.0)
+    assert estimator.timed() == 2
 
 
 def test_a_method_without_timed_edits_makes_the_estimate_a_lower_bound():

@@ -100,12 +100,17 @@ class Estimator:
     Re-scoring rows of sequential checkpoints (`after-N`) add their scoring time to the edits of
     their job. A job with timed edits is estimated at its own rate; one without, at its method's
     rate over the run's other jobs; a method without any timed edit has no rate.
+
+    A method's first timed edit is its warm-up: it pays for what the method builds once and caches
+    (MEMIT's second moments take minutes on a CPU, the first time only), so it counts only as long
+    as it is the method's one timed edit; from the second on, the rates leave it out.
     """
 
     def __init__(self, jobs: Iterable[JobWork]) -> None:
         self._jobs = {job.key: job for job in jobs}
         self._seconds: dict[str, float] = defaultdict(float)
         self._edits: dict[str, int] = defaultdict(int)
+        self._warmup: dict[str, tuple[str, float]] = {}  # method -> (job key, seconds of its first edit)
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Count one row (rows of jobs that are not in the run are ignored)."""
@@ -113,23 +118,32 @@ class Estimator:
         if job is None:
             return
         timing = row.get("timing", {})
-        self._seconds[job.key] += float(timing.get("eval_s", 0.0))
-        if row["protocol"] == IMMEDIATE:
-            self._seconds[job.key] += float(timing.get("apply_s", 0.0)) / job.batch_size
-            self._edits[job.key] += 1
+        seconds = float(timing.get("eval_s", 0.0))
+        if row["protocol"] != IMMEDIATE:
+            self._seconds[job.key] += seconds
+            return
+        seconds += float(timing.get("apply_s", 0.0)) / job.batch_size
+        if job.method not in self._warmup:
+            self._warmup[job.method] = (job.key, seconds)
+            return
+        self._seconds[job.key] += seconds
+        self._edits[job.key] += 1
 
     def timed(self) -> int:
         """How many edits the rows have timed."""
-        return sum(self._edits.values())
+        return sum(self._edits.values()) + len(self._warmup)
 
     def per_edit(self, key: str) -> float | None:
         """Seconds per edit of job `key`: its own rate, else its method's, else None."""
-        if self._edits[key]:
-            return self._seconds[key] / self._edits[key]
         method = self._jobs[key].method
         same = [k for k, job in self._jobs.items() if job.method == method and self._edits[k]]
-        if not same:
-            return None
+        if not same:  # the warm-up edit, if any, is all there is to go by
+            if method not in self._warmup:
+                return None
+            warm_key, warm_seconds = self._warmup[method]
+            return (self._seconds[warm_key] + warm_seconds) / (self._edits[warm_key] + 1)
+        if self._edits[key]:
+            return self._seconds[key] / self._edits[key]
         return sum(self._seconds[k] for k in same) / sum(self._edits[k] for k in same)
 
     def remaining(self, left: Mapping[str, int]) -> Estimate:
