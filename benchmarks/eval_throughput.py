@@ -1,8 +1,12 @@
 """Evaluation throughput on real ZsRE records and SmolLM2-135M: the batched engine against a bare
 batched forward pass over the same token sequences, fluency generation against a bare batched
-`generate`, and the reference toolkit's one-forward-per-probe pattern.
+`generate`, and the reference toolkit's one-forward-per-probe pattern; then, as a run scores them,
+case by case (`--cases`): a case's teacher-forced probes against one bare batched forward pass over
+the same sequences, and its fluency text against a bare KV-cached `generate` of the same length,
+engine and bare operation timed in turn for every case so that a change of load hits both alike.
 
-    python benchmarks/eval_throughput.py --n 50 [--device cpu] [--data KNOWEDIT_DIR] [--repeat 3]
+    python benchmarks/eval_throughput.py --n 50 [--cases 20] [--device cpu] [--data KNOWEDIT_DIR]
+                                         [--repeat 3]
 """
 
 from __future__ import annotations
@@ -78,6 +82,37 @@ def bare_generate(handle, prompts, new_tokens: int, options: EvalOptions) -> Non
             )
 
 
+def per_case(handle, cases, options: EvalOptions, new_tokens: int) -> None:
+    """Single-case scoring, as a run does it after each edit: summed seconds of the engine and of
+    the bare operation over the cases, each pair timed back to back (CPU seconds of this process)."""
+    fresh = replace(options, use_cache=False)
+    probes = Evaluator(handle, PROBE_METRICS, fresh)
+    fluency = Evaluator(handle, ["fluency"], fresh)
+    probes.prepare(cases)
+    totals = {"score": 0.0, "forward": 0.0, "fluency": 0.0, "generate": 0.0}
+
+    def cpu(fn) -> float:
+        start = time.process_time()
+        fn()
+        return time.process_time() - start
+
+    for case in cases:
+        requests = probes.requests(case)
+        totals["score"] += cpu(lambda case=case: probes.evaluate([case]))
+        totals["forward"] += cpu(lambda requests=requests: bare_forward(handle, requests, options))
+        totals["fluency"] += cpu(lambda case=case: fluency.evaluate_pre([case]))
+        totals["generate"] += cpu(lambda case=case: bare_generate(handle, [case.prompt], new_tokens, options))
+    print(f"single cases ({len(cases)}), CPU seconds per case:")
+    print(
+        f"  teacher-forced probes: engine {totals['score'] / len(cases):.3f} s, bare batched forward "
+        f"{totals['forward'] / len(cases):.3f} s, ratio {totals['score'] / totals['forward']:.2f}x"
+    )
+    print(
+        f"  fluency ({new_tokens} tokens): engine {totals['fluency'] / len(cases):.3f} s, bare generate "
+        f"{totals['generate'] / len(cases):.3f} s, ratio {totals['fluency'] / totals['generate']:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50)
@@ -85,6 +120,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="the KnowEdit folder")
     parser.add_argument("--fluency-tokens", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3, help="timings are the best of this many runs")
+    parser.add_argument("--cases", type=int, default=20, help="cases scored one at a time (0: none)")
+    parser.add_argument("--skip-batched", action="store_true", help="only the single-case comparison")
     args = parser.parse_args()
 
     handle = load_model(
@@ -99,7 +136,12 @@ def main() -> None:
         f"transformers {transformers.__version__}, "
         f"device {handle.device}"
     )
-    print(f"data: {args.n} ZsRE records from {args.data}")
+    print(f"data: {args.n} ZsRE records from {args.data}; load average {os.getloadavg()}")
+    if args.cases:
+        per_case(handle, cases[: args.cases], options, args.fluency_tokens)
+    if args.skip_batched:
+        print(f"load average at the end {os.getloadavg()}")
+        return
 
     fresh = replace(options, use_cache=False)
     evaluator = Evaluator(handle, PROBE_METRICS, fresh)

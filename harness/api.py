@@ -35,7 +35,7 @@ from harness.ground import (
 )
 
 #: The version of this surface (semantic versioning), independent of the package's version.
-API_VERSION = "1.0.0"
+API_VERSION = "1.1.0"
 
 #: Names imported on first use: name -> the module that defines it ("module:attribute" where the
 #: attribute is named otherwise there).
@@ -51,6 +51,10 @@ _LAZY: dict[str, str] = {
     "package_file_available": "harness.models.sources",
     "load_model": "harness.commands:load_named_model",
     "capture_modules": "harness.models.capture",
+    "PartialForward": "harness.models.partial",
+    # run directories and reports (for plugin subcommands)
+    "open_run": "harness.commands:open_run",
+    "html_page": "harness.runs.page",
     # prompts and answers
     "AnswerBatch": "harness.models.tokenization",
     "PromptBatch": "harness.models.tokenization",
@@ -75,6 +79,9 @@ _LAZY: dict[str, str] = {
     "TORCH_CODEC": "harness.cache",
     "seed_everything": "harness.seeding",
     "case_seed": "harness.seeding",
+    # trained editors
+    "TrainingLoop": "harness.training",
+    "TrainingProgress": "harness.training",
     # data files and records
     "DataFile": "harness.tasks",
     "find_data_file": "harness.tasks",

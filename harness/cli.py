@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("harness.commands.validate:command", "Check a data file or dataset spec."),
     "run": ("harness.commands.run:command", "Edit and evaluate: methods x tasks on a model."),
     "leaderboard": ("harness.commands.leaderboard:command", "Merge run results into one table."),
+    "train": ("harness.commands.train:command", "Train a method's editor on a train split (MEND, SERAC)."),
 }
 
 

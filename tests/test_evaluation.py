@@ -148,6 +148,22 @@ def test_knowedit_metrics_equal_naive(tiny_handle, policy):
     assert got["locality"] < 1.0  # the perturbation is large enough to move some argmax tokens
 
 
+def test_a_cases_teacher_forced_probes_run_in_one_forward_pass(tiny_gpt2):
+    """A run scores each case right after its edit; on a GPU that is latency-bound, so all of a
+    case's teacher-forced probes (edit, rephrases, portability, locality) share one batch."""
+    case = case_with_probes()
+    evaluator = Evaluator(tiny_gpt2, ["edit_succ", "generalization", "portability", "locality"])
+    evaluator.prepare([case])
+    assert len(evaluator.requests(case)) > 4
+    calls = []
+    hook = tiny_gpt2.model.register_forward_pre_hook(lambda _module, _args: calls.append(1))
+    try:
+        evaluator.evaluate([case])
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+
+
 def test_best_alias_is_at_least_first_and_absent_groups_stay_absent(tiny_handle):
     case = EditCase("c", "The capital of France is", "Paris", portability={"reasoning": (Probe("q", ()),)})
     first = Evaluator(

@@ -24,8 +24,9 @@ def registry(request, monkeypatch):
 
 def test_builtin_plugins_come_through_entry_points(registry):
     builtin = {name: info for name, info in registry.plugins.items() if name.startswith("builtin_")}
-    # One plugin per kind of component, and the ROME family's package, which registers a command.
-    expected = {f"builtin_{kind}" for kind in KINDS if kind != "commands"} | {"builtin_rome_family"}
+    # One plugin per kind of component, and the packages that register commands (ROME family, analysis).
+    commands = {"builtin_rome_family", "builtin_analysis"}
+    expected = {f"builtin_{kind}" for kind in KINDS if kind != "commands"} | commands
     assert set(builtin) == expected
     assert all(info.distribution == "knowedit-harness" and info.status == "ok" for info in builtin.values())
 

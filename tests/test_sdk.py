@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("harness.ground",),
     ("harness", "harness.cache", "harness.seeding", "harness.schemas", "harness.hookspecs"),
     ("harness.models",),
-    ("harness.evaluation", "harness.hparams"),
+    ("harness.evaluation", "harness.hparams", "harness.training"),
     ("harness.tasks", "harness.plugins"),
     ("harness.api", "harness.testing"),
     ("harness.runs", "harness.general"),

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import harness_plugins.methods.memit as memit_module
-from harness.api import EditCase, HarnessError
+from harness.api import EditCase, HarnessError, encode_answers, join_prompt_answer
 from harness.hparams import resolve_hparams
 from harness.testing import get_registry
-from harness_plugins.rome_family.keys import Rewrite, subject_reads
-from harness_plugins.rome_family.templates import context_templates
+from harness_plugins.rome_family.keys import Rewrite, last_token_before, subject_reads
+from harness_plugins.rome_family.templates import context_templates, fill
 from harness_plugins.rome_family.values import STOP_BELOW, ValueStep, kl_divergence, optimize_value
 
 #: The prompt ends with the subject, so δ at the subject's last token moves the target's first
@@ -181,6 +181,43 @@ def test_optimisation_stops_where_the_chosen_loss_falls_below_the_threshold(shar
     _, plain = _trace(sharp, **{**slow, "v_weight_decay": 0.0}, stop_on="total_loss")
     assert all(step.total >= STOP_BELOW for step in plain[:-1])
     assert plain[-1].total < STOP_BELOW and len(plain) < slow["v_num_grad_steps"]
+
+
+def test_nll_is_the_targets_mean_token_nll_over_the_templates_by_hand(tiny_handle) -> None:
+    """Each evaluation's NLL is the target's mean token NLL, averaged over the templated prompts,
+    computed here with one full forward pass per prompt (δ added at its subject's last token): the
+    partial passes, the KL prompt sharing their batch and the target's last column left out of it
+    change nothing but rounding. A two-token target, so that the left-out column is a target's."""
+    handle = _sharpen(tiny_handle, 6)
+    rewrite = Rewrite("The capital of France is", "France", "Berlin city")
+    trace: list[ValueStep] = []
+    optimize_value(handle, LAYER, rewrite, TEMPLATES, BASE, trace=trace)
+    module = handle.adapter.module(handle.adapter.mlp_out_name(LAYER))
+    for step in trace:
+        by_hand = []
+        for template in TEMPLATES:
+            prompt = fill(template, rewrite.prompt)
+            enc = encode_answers(handle.tokenizer, [prompt], [rewrite.target])
+            at = last_token_before(
+                handle.tokenizer, join_prompt_answer(prompt, rewrite.target), rewrite.subject_end(template)
+            )
+
+            def add(_module, _args, output, at=at, delta=step.delta):
+                output = output.clone()
+                output[0, at] += delta
+                return output
+
+            hook = module.register_forward_hook(add)
+            try:
+                with torch.no_grad():
+                    log_probs = torch.log_softmax(handle.model(input_ids=enc.input_ids).logits[0].float(), -1)
+            finally:
+                hook.remove()
+            first, end = int(enc.answer_start[0]), int(enc.answer_end[0])
+            assert end - first >= 2
+            gold = enc.input_ids[0, first:end, None]
+            by_hand.append(-log_probs[first - 1 : end - 1].gather(-1, gold).mean())
+        assert step.nll == pytest.approx(float(sum(by_hand) / len(by_hand)), rel=1e-4)
 
 
 def test_choices_are_hyperparameters_with_the_documented_defaults(tiny_llama) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -10,6 +11,8 @@ from harness.plugins import did_you_mean
 
 if TYPE_CHECKING:
     from harness.models.handle import ModelHandle
+    from harness.runs.catalog import Catalog
+    from harness.runs.record import RunRecord
 
 
 class Choice(click.Choice):
@@ -36,3 +39,23 @@ def load_named_model(spec: str, **options: Any) -> ModelHandle:
     from harness.plugins import get_registry
 
     return load_model(spec, alias=get_registry().models.locate(spec), **options)
+
+
+def installed_catalog() -> Catalog:
+    """The plugins as `harness run` sees them (installed entry points), for the planner and
+    executor. A module-level function, so that Ray workers can import it and build the same
+    catalog in their own process (`RayOptions.catalog_factory`)."""
+    from harness.plugins import get_registry
+    from harness.runs.catalog import Catalog
+
+    return Catalog(get_registry())
+
+
+def open_run(run_dir: str | Path) -> RunRecord:
+    """A run directory read back for analysis (`harness.runs.record.RunRecord`) over the installed
+    plugins. It is `harness.api.open_run`, for plugin subcommands such as `harness analyze`.
+
+    Raises HarnessError for a folder that is no run directory or whose data has moved."""
+    from harness.runs.record import read_run
+
+    return read_run(run_dir, installed_catalog())

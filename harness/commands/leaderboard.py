@@ -55,7 +55,8 @@ def load_summary(run_dir: str | os.PathLike[str], registry: Registry | None = No
     type=Choice(LAYOUTS),
     default="wide",
     show_default=True,
-    help="wide: a row per result, a column per metric; knowedit: the paper's rows of task x metric.",
+    help="wide: a row per result, a column per metric; knowedit: the paper's rows of task x metric; "
+    "cross-domain: the study's train task x evaluated task table of cross-domain runs.",
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 def command(run_dirs: tuple[str, ...], fmt: str, layout: str, output: str | None) -> None:

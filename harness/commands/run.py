@@ -6,11 +6,12 @@ import datetime as dt
 import os
 import sys
 import time
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from harness.commands import Choice
+from harness.commands import Choice, installed_catalog
 from harness.ground import HarnessError
 from harness.hparams import load_hparams_file, parse_assignments
 
@@ -80,6 +81,19 @@ def _resumed_folder(resume: str, out: str | None) -> str:
     return resume or out
 
 
+def _cluster(opts: dict) -> Any:
+    """The `RayOptions` of `--executor ray`, or None (Ray is then never imported)."""
+    if opts["executor"] != "ray":
+        given = [name for name in ("address", "gpus_per_job") if opts[name]]
+        if given:
+            names = ", ".join(f"--{n.replace('_', '-')}" for n in given)
+            raise HarnessError(f"{names} only apply with --executor ray")
+        return None
+    from harness.runs.ray_executor import RayOptions
+
+    return RayOptions(installed_catalog, address=opts["address"], gpus_per_job=opts["gpus_per_job"])
+
+
 @click.command("run")
 @click.option("--suite", help="A registered suite; default: the one `harness list suites` marks.")
 @click.option("--method", multiple=True, help="Method name(s), comma-separated.")
@@ -131,6 +145,21 @@ def _resumed_folder(resume: str, out: str | None) -> str:
     help="Put every prompt (edits, probes, lm-eval) in the model's chat template; off as in the study.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--executor",
+    type=Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Run the jobs in this process, or on a Ray cluster (the `ray` extra; docs/ray.md).",
+)
+@click.option("--address", help="Ray: the cluster to join (`ray start --head` says it); default: a new one.")
+@click.option(
+    "--gpus-per-job",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Ray: GPUs each worker holds; 0 runs on CPUs.",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory; default runs/<timestamp>.")
 @click.option(
     "--resume",
@@ -140,7 +169,9 @@ def _resumed_folder(resume: str, out: str | None) -> str:
     metavar="[RUN_DIR]",
     help="Continue the run in RUN_DIR (or --out); its manifest gives the config.",
 )
-@click.option("--dry-run", is_flag=True, help="Print the jobs and exit (nothing is loaded).")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the jobs and their memory estimates and exit (nothing is loaded)."
+)
 @click.option(
     "--no-progress",
     is_flag=True,
@@ -153,8 +184,6 @@ def command(ctx: click.Context, **opts) -> None:
     With no options this runs the default suite on the default model (`harness list suites`,
     `harness list models`: the plugins that ship them mark them default).
     """
-    from harness.plugins import get_registry
-    from harness.runs.catalog import Catalog
     from harness.runs.leaderboard import merge, render
     from harness.runs.plan import RunConfig, describe_plan
     from harness.runs.runner import RunInterrupted, execute, plan
@@ -195,10 +224,14 @@ def command(ctx: click.Context, **opts) -> None:
         general_edits=opts["general_edits"],
         chat_template=opts["chat_template"],
     )
-    catalog = Catalog(get_registry())
+    cluster = _cluster(opts)
+    catalog = installed_catalog()
     if opts["dry_run"]:
+        from harness.runs.memory import dtype_bytes_for, estimate_jobs
+
         effective, jobs = plan(config, catalog)
-        click.echo(f"{len(jobs)} jobs on {effective.model}:\n{describe_plan(jobs)}")
+        estimates = estimate_jobs(jobs, catalog, dtype_bytes_for(opts["device"], opts["gpus_per_job"]))
+        click.echo(f"{len(jobs)} jobs on {effective.model}:\n{describe_plan(jobs, estimates)}")
         return
     out = opts["out"] or f"runs/{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if opts["no_progress"] or not sys.stderr.isatty():
@@ -214,11 +247,13 @@ def command(ctx: click.Context, **opts) -> None:
             device=opts["device"],
             catalog=catalog,
             progress="lines" if opts["no_progress"] else True,
+            cluster=cluster,
         )
     except RunInterrupted as stop:
         click.echo(f"\nharness: {stop}", err=True)
         ctx.exit(130)
-    click.echo(render(merge([outcome.summary]), "text", "knowedit"))
+    layout = "cross-domain" if outcome.summary.get("cross_domain") else "knowedit"
+    click.echo(render(merge([outcome.summary]), "text", layout))
     click.echo(
         f"\n{len(outcome.jobs)} jobs in {time.perf_counter() - started:.1f} s; results in {out}/ "
         f"(every sub-score: harness leaderboard {out} --layout wide)"

@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness.ground import AppliedEdit, EditCase, HarnessError, Method, Metric, MetricInfo
 from harness.runs import modes
@@ -24,7 +24,7 @@ from harness.runs.modes import Step, Tagged
 from harness.runs.plan import Job, RunConfig, task_metrics
 from harness.runs.progress import JobWork, RunProgress, Style, choose_style
 from harness.runs.schedule import JobSchedule, Warn, warn_stderr
-from harness.runs.store import RowKey, RunStore
+from harness.runs.store import RowKey, RunStore, model_record
 from harness.seeding import case_seed, seed_everything
 
 #: Share of a job's edits that may leave its edit-success metrics (`MetricInfo.edit_success`) no
@@ -98,6 +98,20 @@ def job_work(schedule: JobSchedule, done: set[RowKey]) -> JobWork:
     return JobWork(job.key, job.method, label, len(schedule.ordered), saved, job.batch_size)
 
 
+def handed_cases(
+    cases: Iterable[EditCase], method: Method, handle: Any, *, chat_template: bool
+) -> list[EditCase]:
+    """The cases as `method.apply` is handed them: with every prompt in the chat template of
+    `handle`'s tokenizer when the run applies it and the method edits weights, so that it trains on
+    the very text the evaluator scores; a method that edits through the context gets them as
+    written, because the evaluator puts its context and each probe prompt into one user turn."""
+    if not (chat_template and method.capabilities.edits_weights):
+        return list(cases)
+    from harness.models.tokenization import chat_case
+
+    return [chat_case(handle.tokenizer, case) for case in cases]
+
+
 class Executor:
     def __init__(
         self,
@@ -124,6 +138,22 @@ class Executor:
         self.progress = RunProgress([], style="off")
 
     def run(self) -> None:
+        done, pending = self._start()
+        try:
+            for model in dict.fromkeys(s.job.model for s in pending):
+                handle, record = load_recorded(model, self.catalog, self.device)
+                self.store.record_loaded_model(model, record)
+                evaluators = Evaluators(handle, self.catalog, self.config, self.store)
+                fitting = [self._within_positions(s, evaluators) for s in pending if s.job.model == model]
+                for s in fitting:
+                    if self._unfinished(s, done):
+                        self._warn_no_effect(s.job, run_job(self, handle, evaluators, s, done))
+        finally:
+            self.progress.close()
+
+    def _start(self) -> tuple[set[RowKey], list[JobSchedule]]:
+        """Record the planned jobs in the manifest and start the progress display; the rows saved
+        (as keys) and the jobs that still have work."""
         done = self.store.done()
         for s in self.schedules:
             self.store.record_job(s.job, n_cases=len(s.ordered))
@@ -135,61 +165,102 @@ class Executor:
         work = [job_work(s, done) for s in self.schedules]
         self.progress = RunProgress(work, self.store.rows(), style=self.style, stream=sys.stderr)
         self.progress.start()
-        try:
-            for model in dict.fromkeys(s.job.model for s in pending):
-                handle = self._load_model(model)
-                evaluators = _Evaluators(handle, self.catalog, self.config, self.store)
-                fitting = [self._within_positions(s, evaluators) for s in pending if s.job.model == model]
-                for s in fitting:
-                    if self._unfinished(s, done):
-                        _JobRun(self, handle, evaluators, s, done).run()
-        finally:
-            self.progress.close()
+        return done, pending
 
     def _unfinished(self, s: JobSchedule, done: set[RowKey]) -> bool:
         """Whether the job still lacks rows, or the general check that the run asks for."""
         return not s.row_keys() <= done or self.general_due(s.job)
 
-    def _within_positions(self, s: JobSchedule, evaluators: _Evaluators) -> JobSchedule:
+    def _within_positions(self, s: JobSchedule, evaluators: Evaluators) -> JobSchedule:
         """The job without its cases whose probes exceed the loaded model's positions (with
         --skip-invalid, each named in a warning and the manifest); without the flag such cases
         stop the run here, before the model is edited."""
-        problems = {
-            (task, case_id): problem
-            for task, cases in s.cases.items()
-            for case_id, problem in evaluators(task).too_long(cases).items()
-        }
-        if not problems:
-            return s
-        count = f"{len(problems)} of {len(s.ordered)} cases"
-        named = ", ".join(case_id for _, case_id in problems)
-        if not self.config.skip_invalid:
-            first = next(iter(problems.values()))
-            raise HarnessError(
-                f"{s.job.key}: {count} are longer than the model's positions ({first}); pass "
-                f"--skip-invalid to leave them out, or shorten them: {named}"
-            )
-        self.warn(f"{s.job.key}: {count} skipped, longer than the model's positions: {named}")
-        fitted = s.without(problems)
-        self.store.record_skipped(s.job, {case_id: problem for (_, case_id), problem in problems.items()})
-        self.store.record_job(s.job, n_cases=len(fitted.ordered))
-        self.schedules[self.schedules.index(s)] = fitted
+        fitted, problems = within_positions(s, evaluators, self.config.skip_invalid, self.warn)
+        if problems:
+            self.store.record_skipped(s.job, problems)
+            self.store.record_job(s.job, n_cases=len(fitted.ordered))
+            self.schedules[self.schedules.index(s)] = fitted
         return fitted
+
+    def _warn_no_effect(self, job: Job, tally: Tally) -> None:
+        """Warn when most of the job's edits left its edit-success metrics where they were."""
+        warning = tally.warning(job, self.catalog.method(job.method))
+        if warning:
+            self.warn(warning)
 
     def general_due(self, job: Job) -> bool:
         """Whether the job still lacks the general check that the run asks for."""
         return self.general is not None and job.key not in self.store.general_records()
 
-    def _load_model(self, model: str) -> Any:
-        from harness.models import load_model
 
-        started = time.perf_counter()
-        handle = load_model(model, device=self.device, alias=self.catalog.registry.models.locate(model))
-        self.store.record_model(model, handle, load_s=time.perf_counter() - started)
-        return handle
+def load_recorded(
+    model: str, catalog: Catalog, device: str, device_map: str | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The loaded model and its manifest record (`store.model_record`), for either executor: the
+    local one records it itself, a Ray worker sends it to the driver."""
+    from harness.models import load_model
+
+    started = time.perf_counter()
+    handle = load_model(
+        model, device=device, device_map=device_map, alias=catalog.registry.models.locate(model)
+    )
+    return handle, model_record(handle, load_s=time.perf_counter() - started)
 
 
-class _Evaluators:
+def within_positions(
+    s: JobSchedule, evaluators: Evaluators, skip_invalid: bool, warn: Warn
+) -> tuple[JobSchedule, dict[str, str]]:
+    """The job without its cases whose probes exceed the loaded model's positions, and those
+    cases (case id -> why). Without `skip_invalid` such a case is a HarnessError naming every one,
+    raised before the model is edited; with it, they are named in a warning."""
+    problems = {
+        (task, case_id): problem
+        for task, cases in s.cases.items()
+        for case_id, problem in evaluators(task).too_long(cases).items()
+    }
+    if not problems:
+        return s, {}
+    count = f"{len(problems)} of {len(s.ordered)} cases"
+    named = ", ".join(case_id for _, case_id in problems)
+    if not skip_invalid:
+        first = next(iter(problems.values()))
+        raise HarnessError(
+            f"{s.job.key}: {count} are longer than the model's positions ({first}); pass "
+            f"--skip-invalid to leave them out, or shorten them: {named}"
+        )
+    warn(f"{s.job.key}: {count} skipped, longer than the model's positions: {named}")
+    return s.without(problems), {case_id: problem for (_, case_id), problem in problems.items()}
+
+
+class Tally(NamedTuple):
+    """How a job's edits fared by its edit-success metrics, for `no_effect_warning`: the edits
+    that left them no better than the unedited model, the edits judged, and the metrics judged by
+    (shards of one job add up: `Tally.add`)."""
+
+    stuck: int = 0
+    judged: int = 0
+    metrics: tuple[str, ...] = ()
+
+    def add(self, other: Tally) -> Tally:
+        metrics = tuple(dict.fromkeys((*self.metrics, *other.metrics)))
+        return Tally(self.stuck + other.stuck, self.judged + other.judged, metrics)
+
+    def warning(self, job: Job, method: Method) -> str | None:
+        return no_effect_warning(job, method, self.stuck, self.judged, list(self.metrics))
+
+
+def run_job(x: Any, handle: Any, evaluators: Evaluators, s: JobSchedule, done: set[RowKey]) -> Tally:
+    """Run one job (or, under Ray, one shard of a job) on a loaded model: fit (cross-domain), the
+    steps whose rows are not in `done`, and the general check when `x.general_due(job)`; returns
+    how its edits fared (the caller warns, once per job, when most of them did nothing).
+
+    `x` is what the job reports to: the local `Executor`, or a Ray worker's stand-in with the same
+    attributes (`config`, `catalog`, `store`, `progress`, `general`, `general_due`, `warn`), whose
+    `store` sends each row and record to the driver instead of writing it."""
+    return _JobRun(x, handle, evaluators, s, done).run()
+
+
+class Evaluators:
     """One evaluator per task on one loaded model, made on first use (its settings go to the
     manifest)."""
 
@@ -221,7 +292,7 @@ class _JobRun:
     """One job on a loaded model: fit (cross-domain), then the steps, then the general check."""
 
     def __init__(
-        self, x: Executor, handle: Any, evaluators: _Evaluators, schedule: JobSchedule, done: set[RowKey]
+        self, x: Any, handle: Any, evaluators: Evaluators, schedule: JobSchedule, done: set[RowKey]
     ) -> None:
         self.x = x
         self.handle = handle
@@ -237,7 +308,7 @@ class _JobRun:
         #: The edit-success metrics that the job's scores came from, named in the warning.
         self.judged: dict[str, None] = {}
 
-    def run(self) -> None:
+    def run(self) -> Tally:
         from harness.hparams import resolve_hparams
 
         self.hparams = resolve_hparams(self.method, self.handle, self.job.overrides)
@@ -246,9 +317,8 @@ class _JobRun:
         self.x.progress.start_job(job_work(self.s, self.done))
         self._score_pre()
         general_before = self.x.general.before(self.handle) if self.x.general_due(self.job) else None
-        if self.job.train_task:
-            seed_everything(case_seed(self.x.config.seed, f"fit:{self.job.train_task}"))
-            self.method.fit(self.handle, self._handed(self.s.train), self.hparams)
+        if self.method.capabilities.needs_training:
+            self._fit()
         try:
             self._steps()
             if general_before is not None:
@@ -258,11 +328,17 @@ class _JobRun:
                 self.active.pop().undo()
         self.x.store.record_job_finished(self.job)
         self.x.progress.finish_job()
-        warning = no_effect_warning(
-            self.job, self.method, sum(self.no_gain), len(self.no_gain), list(self.judged)
-        )
-        if warning:
-            self.x.warn(warning)
+        return Tally(sum(self.no_gain), len(self.no_gain), tuple(self.judged))
+
+    def _fit(self) -> None:
+        """Train the method on the job's train split, or load what an earlier training stored
+        (trained editors keep their checkpoint as an artifact: `harness.training`), saying which."""
+        from harness.training import TrainingDisplay, fit_method
+
+        source = self.job.train_task or self.job.task_label
+        display = TrainingDisplay(sys.stderr, style="off" if self.x.progress.style == "off" else "lines")
+        seed = case_seed(self.x.config.seed, f"fit:{source}")
+        fit_method(self.method, self.handle, self._handed(self.s.train), self.hparams, display, seed=seed)
 
     def _steps(self) -> None:
         """The job loop: apply each step's chunk, score what it asks for that is not yet in
@@ -286,15 +362,7 @@ class _JobRun:
         return time.perf_counter() - started
 
     def _handed(self, cases: Iterable[EditCase]) -> list[EditCase]:
-        """The cases as the method is handed them: with every prompt in the chat template when the
-        run applies it and the method edits weights, so that it trains on the very text the
-        evaluator scores; a method that edits through the context gets them as written, because
-        the evaluator puts its context and each probe prompt into one user turn."""
-        if not (self.x.config.chat_template and self.method.capabilities.edits_weights):
-            return list(cases)
-        from harness.models.tokenization import chat_case
-
-        return [chat_case(self.handle.tokenizer, case) for case in cases]
+        return handed_cases(cases, self.method, self.handle, chat_template=self.x.config.chat_template)
 
     def _check_rendered(self) -> None:
         """Refuse, before the job's first edit, a case that the method cannot edit once it is put in

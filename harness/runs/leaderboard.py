@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.ground import HarnessError, MetricInfo
+from harness.runs.page import html_page
 from harness.runs.summary import headline_metrics, headline_scores, info_of, read_metric_info
 from harness.schemas import format_issues, read_json, validate_document
 
 FORMATS = ("text", "markdown", "latex", "html", "json")
-LAYOUTS = ("wide", "knowedit")
+LAYOUTS = ("wide", "knowedit", "cross-domain")
 KEY_COLUMNS = ("model", "method", "task", "mode", "n")
 _TABLEFMT = {"text": "simple", "markdown": "github", "latex": "latex_booktabs"}
 
@@ -122,6 +123,9 @@ def merge(summaries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             }
             names = {key.split(".", 1)[0] for key in result["metrics"]}
             row["metric_info"] = {name: dict(recorded[name]) for name in sorted(names & set(recorded))}
+            if "train_task" in result:
+                row["train_task"] = result["train_task"]
+                row["run"] = Path(summary.get("source", "")).name
             if summary.get("status", "finished") != "finished":
                 row["partial"] = {k: summary[k] for k in ("status", "cases", "source") if k in summary}
             for name, figures in result.get("general", {}).items():
@@ -204,6 +208,40 @@ def knowedit_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[l
     return ["task", "metric", *_column_labels(keys)], body
 
 
+def cross_domain_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the KnowEdit study's cross-domain table: a row per method and train
+    task (source), a column per evaluated task (target) and headline metric (edit success,
+    portability, locality, fluency, ... as the metrics place themselves), from the results of
+    cross-domain runs; the model is a column when the rows have several, the run directory when
+    one method and train task come from several runs (an editor trained with other settings).
+    Raises HarnessError when no row comes from a cross-domain run."""
+    trained = [r for r in rows if "train_task" in r]
+    if not trained:
+        raise HarnessError(
+            "the cross-domain layout needs results of a cross-domain run "
+            "(harness run --mode cross-domain --train-task T ...); these runs have none"
+        )
+    info = _table_info(trained)
+    metrics = [m for m in headline_metrics(info) if any(m in r["metrics"] for r in trained)]
+    targets = list(dict.fromkeys(r["task"] for r in trained))
+    with_model = len({r["model"] for r in trained}) > 1
+    lines = list(dict.fromkeys((r["model"], r["method"], r["train_task"], r.get("run", "")) for r in trained))
+    with_run = len({line[:3] for line in lines}) < len(lines)
+    cells = {(r["model"], r["method"], r["train_task"], r.get("run", ""), r["task"]): r for r in trained}
+    body = []
+    for model, method, source, run in lines:
+        line = [model] if with_model else []
+        line += [method, source] + ([run] if with_run else [])
+        for target in targets:
+            row = cells.get((model, method, source, run, target))
+            for m in metrics:
+                value = row["metrics"].get(m) if row else None
+                line.append(_cell(value, info_of(m, read_metric_info(row) if row else info)))
+        body.append(line)
+    keys = [*(["model"] if with_model else []), "method", "train task", *(["run"] if with_run else [])]
+    return [*keys, *(f"{t}: {m}" for t in targets for m in metrics)], body
+
+
 def render(
     rows: Sequence[Mapping[str, Any]],
     fmt: str,
@@ -221,7 +259,8 @@ def render(
         raise HarnessError(f"unknown leaderboard layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if fmt == "json":
         return json.dumps(list(rows), indent=2, sort_keys=True)
-    headers, body = knowedit_table(rows) if layout == "knowedit" else table(rows)
+    tables = {"knowedit": knowedit_table, "cross-domain": cross_domain_table, "wide": table}
+    headers, body = tables[layout](rows)
     notes = partial_notes(rows)
     if fmt == "html":
         marks = _Marks(rows, layout, headers, body, descriptions or {})
@@ -250,19 +289,11 @@ document.querySelectorAll("th").forEach((th, col) => th.addEventListener("click"
 }));
 """
 
+#: The leaderboard's own rules on top of the shared page style (`harness.runs.page`): sortable headers.
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; }
-table { border-collapse: collapse; }
-th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
-th { cursor: pointer; background: #f4f4f4; user-select: none; }
+th { cursor: pointer; user-select: none; }
 th[data-order="asc"]::after { content: " \\25B2"; }
 th[data-order="desc"]::after { content: " \\25BC"; }
-td:nth-child(-n+4), th:nth-child(-n+4) { text-align: left; }
-.badge { background: #b35900; color: #fff; border-radius: 0.3em; padding: 0.1em 0.5em; font-size: 0.85em; }
-.badge.finished { background: #2e7d32; }
-td.best { font-weight: bold; background: #e8f5e9; }
-[title] { text-decoration: underline dotted; cursor: help; }
-table.runs td, table.runs th { text-align: left; cursor: default; }
 """
 
 
@@ -348,6 +379,11 @@ class _Marks:
         def comparable(key: str) -> bool:
             return not key.endswith(":before")
 
+        if layout == "cross-domain":
+            for c, header in enumerate(headers):
+                if ": " in header:
+                    self.header_titles[c] = tip(header.split(": ", 1)[1])
+            return
         if layout == "knowedit":
             for r, row in enumerate(body):
                 metric = row[1]
@@ -427,14 +463,11 @@ def _html(
         + "</tr>"
         for r, row in enumerate(body)
     )
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        "<title>knowedit-harness leaderboard</title>\n"
-        f"<style>{_STYLE}</style>\n</head>\n<body>\n<h1>Leaderboard</h1>\n"
-        f"{_runs_html(runs)}"
+    page = (
+        f"<h1>Leaderboard</h1>\n{_runs_html(runs)}"
         "<p>Fractions x100; other units (bits, nats, perplexity, ...) as they are. The best value "
         "of each row (wide layout: of each column within a task and mode) is in bold; hover a "
         "metric for what it means; click a column to sort.</p>\n"
         f"{badges}<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
-        f"<script>{_SORT_SCRIPT}</script>\n</body>\n</html>\n"
     )
+    return html_page("knowedit-harness leaderboard", page, script=_SORT_SCRIPT, style=_STYLE)

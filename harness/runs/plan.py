@@ -254,13 +254,20 @@ def metric_info(catalog: Catalog, config: RunConfig) -> dict[str, MetricInfo]:
     return {name: catalog.registry.metrics.load(name).info for name in sorted(names)}
 
 
-def _check_train_task(catalog: Catalog, task: str) -> None:
+def check_train_task(catalog: Catalog, task: str, method: str | None = None) -> None:
+    """Refuse a task without a train split as what a method learns from: the `--train-task` of a
+    cross-domain run or of `harness train` (`method` None), or the task a trained method edits in the
+    other modes, whose own train split it learns from. The message names the splits there are."""
     splits = catalog.task_splits(task)
-    if "train" not in splits:
-        raise PlanError(
-            f"task {task!r} has no train split (splits: {', '.join(splits)}), so it cannot be "
-            f"--train-task of a cross-domain run"
-        )
+    if "train" in splits:
+        return
+    have = f"task {task!r} has no train split (splits: {', '.join(splits)})"
+    if method is None:
+        raise PlanError(f"{have}, so no method can learn from it (--train-task, harness train)")
+    raise PlanError(
+        f"method {method!r} learns from the train split of the task it edits, and {have}; edit a task "
+        f"that has one, or use --mode cross-domain --train-task T to learn from another task"
+    )
 
 
 def build_plan(config: RunConfig, catalog: Catalog, suite: Suite | None = None) -> list[Job]:
@@ -272,7 +279,11 @@ def build_plan(config: RunConfig, catalog: Catalog, suite: Suite | None = None) 
     for task in (*config.tasks, *config.train_tasks):
         catalog.task_splits(task)
     for task in config.train_tasks:
-        _check_train_task(catalog, task)
+        check_train_task(catalog, task)
+    for method in config.methods:
+        if config.mode != "cross-domain" and catalog.method_class(method).capabilities.needs_training:
+            for task in config.tasks:
+                check_train_task(catalog, task, method)
     excluded = suite.excluded if suite is not None else {}
     suite_hparams = suite.hparams if suite is not None else {}
     _check_overrides(catalog, config, suite_hparams)
@@ -306,5 +317,11 @@ def build_plan(config: RunConfig, catalog: Catalog, suite: Suite | None = None) 
     return jobs
 
 
-def describe_plan(jobs: Sequence[Job]) -> str:
-    return "\n".join(f"  {j.key}" for j in jobs)
+def describe_plan(jobs: Sequence[Job], estimates: Mapping[str, Any] | None = None) -> str:
+    """One line per job; with `estimates` (job key -> `harness.runs.memory.MemoryEstimate` or
+    None), each followed by its device memory estimate."""
+    if estimates is None:
+        return "\n".join(f"  {j.key}" for j in jobs)
+    return "\n".join(
+        f"  {j.key}  {estimates[j.key] or 'memory not known before the model loads'}" for j in jobs
+    )

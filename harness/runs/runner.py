@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.ground import HarnessError, MetricInfo
 from harness.runs import modes
@@ -30,6 +30,9 @@ from harness.runs.provenance import machine, versions
 from harness.runs.schedule import JobSchedule, Warn, schedule, warn_stderr
 from harness.runs.store import RunStore
 from harness.runs.summary import summarize
+
+if TYPE_CHECKING:
+    from harness.runs.ray_executor import RayOptions
 
 
 @dataclass
@@ -160,8 +163,12 @@ def execute(
     catalog: Catalog,
     progress: bool | Style = True,
     warn: Warn = warn_stderr,
+    cluster: RayOptions | None = None,
 ) -> RunOutcome:
     """Run (or, with `resume`, continue) a run in the folder `out`.
+
+    `cluster` runs the jobs on a Ray cluster (`harness.runs.ray_executor`, docs/ray.md); without
+    it they run in this process, and Ray is not imported.
 
     When resuming, the config is the one recorded in the folder's manifest, so the rebuilt plan is
     the one the killed run was executing; `config` is then ignored. `catalog` is made over the
@@ -175,18 +182,16 @@ def execute(
         config = RunConfig.from_json(store.read_manifest()["config"])
     config, jobs = plan(config, catalog)
     schedules = schedule(jobs, config, catalog, warn)
+    options = {"device": device, "progress": progress, "warn": warn, "general": _general_check(config)}
+    if cluster is None:
+        executor = Executor(config, schedules, store, catalog, **options)
+    else:
+        from harness.runs.ray_executor import RayExecutor
+
+        executor = RayExecutor(config, schedules, store, catalog, options=cluster, **options)
+        executor.connect()  # a job that fits on no worker is refused before the folder is touched
     store.record_start(
         config.to_json(), config.seed, resume=resume, versions=versions(catalog.registry), machine=machine()
-    )
-    executor = Executor(
-        config,
-        schedules,
-        store,
-        catalog,
-        device=device,
-        progress=progress,
-        warn=warn,
-        general=_general_check(config),
     )
 
     def end(status: str, error: BaseException | None = None) -> tuple[RunState, dict[str, Any]]:

@@ -138,6 +138,15 @@ def _steps(job: Job, ordered: Sequence[Tagged]) -> tuple[Step, ...]:
     return tuple(modes.steps(ordered, job.batch_size, sequential=not job.undoes, eval_at=job.eval_at))
 
 
+def _train_cases(job: Job, method: Method, splits: _Splits) -> tuple[EditCase, ...]:
+    """What a trained method (`needs_training`) learns from: the train split of the cross-domain
+    source, or else of the job's own task(s); nothing for other methods."""
+    if not method.capabilities.needs_training:
+        return ()
+    sources = (job.train_task,) if job.train_task else job.tasks
+    return tuple(case for task in sources for case in splits(task, "train"))
+
+
 def schedule(jobs: Sequence[Job], config: RunConfig, catalog: Catalog, warn: Warn) -> list[JobSchedule]:
     """The schedule of every job, in plan order; raises HarnessError for a case a method cannot
     edit (unless `config.skip_invalid`) and for a task whose data cannot be read."""
@@ -154,7 +163,14 @@ def schedule(jobs: Sequence[Job], config: RunConfig, catalog: Catalog, warn: War
         cases = {task: c.editable for task, c in checked.items()}
         per_task = [[Tagged(task, c) for c in task_cases] for task, task_cases in cases.items()]
         ordered = modes.interleave(per_task, config.seed) if len(per_task) > 1 else per_task[0]
-        train = splits(job.train_task, "train") if job.train_task else ()
+        train = _train_cases(job, method, splits)
+        seen = {c.case_id for c in train} & {t.case.case_id for t in ordered}
+        if seen:
+            warn(
+                f"{job.key}: {len(seen)} of the {len(ordered)} edited cases are in the train split "
+                f"{job.method} learns from (a task whose test split is its train split?): its scores "
+                "on them are not held out"
+            )
         skipped = {case_id: why for c in checked.values() for case_id, why in c.skipped.items()}
         notes = {case_id: note for c in checked.values() for case_id, note in c.notes.items()}
         schedules.append(JobSchedule(job, cases, tuple(ordered), _steps(job, ordered), train, skipped, notes))

@@ -53,6 +53,19 @@ def dump_json(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
+def model_record(handle: ModelHandle, *, load_s: float) -> dict[str, Any]:
+    """What the manifest keeps of a loaded model: what identifies its weights, where it came from
+    and runs, and how long it took to load (seconds)."""
+    return {
+        "fingerprint": handle.fingerprint(),
+        "source": handle.source,
+        "device": str(handle.device),
+        "dtype": str(handle.dtype).removeprefix("torch."),
+        "family": handle.adapter.family,
+        "load_s": round(load_s, 3),
+    }
+
+
 class RunStore:
     """One run directory, opened for writing (fresh, or resumed)."""
 
@@ -179,14 +192,11 @@ class RunStore:
 
     def record_model(self, name: str, handle: ModelHandle, *, load_s: float) -> None:
         """A loaded model: what identifies its weights, where it came from and runs."""
-        self._manifest.setdefault("models", {})[name] = {
-            "fingerprint": handle.fingerprint(),
-            "source": handle.source,
-            "device": str(handle.device),
-            "dtype": str(handle.dtype).removeprefix("torch."),
-            "family": handle.adapter.family,
-            "load_s": round(load_s, 3),
-        }
+        self.record_loaded_model(name, model_record(handle, load_s=load_s))
+
+    def record_loaded_model(self, name: str, record: Mapping[str, Any]) -> None:
+        """A loaded model's `model_record`, made where it loaded (a Ray worker's, on the driver)."""
+        self._manifest.setdefault("models", {})[name] = dict(record)
         self._save()
 
     def record_evaluation(self, task: str, settings: Mapping[str, Any]) -> None:

@@ -88,5 +88,19 @@ class MEMIT(Method):
             current = subject_reads(handle, top, rewrites, templates, "output")  # [d, n]
             residual = spread_residual(z, current, len(layers) - i)  # [d, n]
             c = covariances[layer].to(keys.device)
-            add_to_mlp_out(handle, layer, memit_update(residual, keys, c, hparams["mom2_update_weight"]))
+            add_to_mlp_out(handle, layer, self.layer_update(handle, layer, residual, keys, c, hparams))
         return SnapshotEdit(handle, snapshot)
+
+    def layer_update(
+        self,
+        handle: ModelHandle,
+        layer: int,
+        residual: torch.Tensor,
+        keys: torch.Tensor,
+        c: torch.Tensor,
+        hparams: Mapping[str, Any],
+    ) -> torch.Tensor:
+        """ΔW [d_out, d_in] that writes `residual` [d, n] at `keys` [d_in, n] into `layer`, given its
+        key statistics C [d_in, d_in]: MEMIT's least-squares update. Its relatives (EMMET,
+        AlphaEdit) share everything else of MEMIT and replace this."""
+        return memit_update(residual, keys, c, hparams["mom2_update_weight"])

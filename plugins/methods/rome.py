@@ -61,17 +61,24 @@ class ROME(Method):
     def case_note(self, case: EditCase) -> str | None:
         return subject_note(case)
 
+    def key_templates(self, templates: list[str]) -> list[str]:
+        """The context templates the key k* is averaged over, in the direction u and in the update
+        alike: all of them (R-ROME keys at the bare prompt instead)."""
+        return templates
+
     def apply(
         self, handle: ModelHandle, cases: Sequence[EditCase], hparams: Mapping[str, Any]
     ) -> AppliedEdit:
         if len(cases) != 1:
-            raise HarnessError(f"rome edits one case at a time, got {len(cases)}; use memit for batches")
+            raise HarnessError(
+                f"{self.name} edits one case at a time, got {len(cases)}; use memit for batches"
+            )
         rewrite = Rewrite.of(cases[0], self.name)
         (layer,) = hparams["layers"]
         templates = context_templates(handle, hparams["context_templates"])
-        k_star = subject_reads(handle, handle.adapter.mlp_out_name(layer), [rewrite], templates, "input")[
-            :, 0
-        ]
+        k_star = subject_reads(
+            handle, handle.adapter.mlp_out_name(layer), [rewrite], self.key_templates(templates), "input"
+        )[:, 0]
         c_inv = None
         if hparams["mom2_adjustment"]:
             c = second_moments(handle, [layer], stats_config(hparams))[layer]

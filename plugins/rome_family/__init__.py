@@ -4,6 +4,7 @@ per module, written against `harness.api` only:
 - `keys`: where an edit's subject is and what a layer reads there (k*, hidden states);
 - `values`: the optimised value δ a layer must write at the subject (v* = W k* + δ);
 - `second_moment`: the statistics C = E[k kᵀ] of the MLP input, cached on disk;
+- `nullspace`: AlphaEdit's projection onto the null space of C, cached on disk;
 - `templates`: the context prefixes keys and values are averaged over;
 - `updates`: the closed-form weight updates of the papers, on plain tensors;
 - `weights`: reading and writing a layer's MLP output matrix whatever the family stores;

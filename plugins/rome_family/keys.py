@@ -209,12 +209,14 @@ def last_token_before(tokenizer, text: str, char_end: int) -> int:
 def read_at(
     handle: ModelHandle, module_name: str, texts: Sequence[str], positions: Sequence[int], what: str
 ) -> torch.Tensor:
-    """A module's input (`what="input"`) or output (`"output"`) at one position per text.
-    -> [len(texts), width], float32"""
+    """A module's input (`what="input"`) or output (`"output"`) at one position per text; the pass
+    stops at the module (the layers above it are not run). -> [len(texts), width], float32"""
     batch = encode_prompts(handle.tokenizer, texts, padding_side="right").to(handle.device)
     reading_input = what == "input"
-    with capture_modules(handle, [module_name], inputs=reading_input, outputs=not reading_input) as seen:
-        handle.model(**batch.model_inputs(), use_cache=False)
+    with capture_modules(
+        handle, [module_name], inputs=reading_input, outputs=not reading_input, stop_early=True
+    ) as seen:
+        seen.forward(**batch.model_inputs(), use_cache=False)
     read = (seen.inputs if reading_input else seen.outputs)[module_name][0]  # [len(texts), tokens, width]
     rows = torch.arange(len(texts), device=handle.device)
     return read[rows, torch.tensor(positions, device=handle.device)].float()
