@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.api import EditCase, HarnessError
+from harness.api import EditCase, HarnessError, TrainingLoop
 
 if TYPE_CHECKING:
-    from harness.api import ModelHandle
+    from collections.abc import Mapping
 
-if TYPE_CHECKING:
-    from harness.api import ModelHandle
+    from harness.api import ModelHandle, TrainingProgress
 
 #: The hparams every trained editor has: its training budget and seed.
 TRAINING_PROPERTIES: dict[str, dict[str, Any]] = {
@@ -42,6 +41,27 @@ TRAINING_PROPERTIES: dict[str, dict[str, Any]] = {
         "description": "steps between the partial checkpoints a killed training resumes from",
     },
 }
+
+
+def training_loop(
+    method: str,
+    handle: ModelHandle,
+    cases: Sequence[EditCase],
+    hparams: Mapping[str, Any],
+    progress: TrainingProgress | None,
+) -> TrainingLoop:
+    """The stored training of `method`'s editor on `cases`, with the budget, seed and checkpoint
+    interval of its `TRAINING_PROPERTIES` hparams (the loop keys its checkpoint by all hparams)."""
+    return TrainingLoop(
+        method,
+        handle,
+        hparams,
+        cases,
+        seed=hparams["seed"],
+        steps=hparams["steps"],
+        save_every=hparams["save_every"],
+        progress=progress,
+    )
 
 
 def last_layers(handle: ModelHandle, count: int) -> list[int]:

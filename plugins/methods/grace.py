@@ -27,6 +27,7 @@ from torch import nn
 
 from harness.api import AppliedEdit, Capabilities, EditCase, HarnessError, Method, capture_modules
 from harness_plugins.methods.lora_labels import EditBatch, edit_batch
+from harness_plugins.rome_family.weights import layer_property
 
 if TYPE_CHECKING:
     from harness.api import ModelHandle
@@ -170,12 +171,7 @@ class GRACE(Method):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "layer": {
-                "type": "integer",
-                "minimum": 0,
-                "x-layer": True,
-                "description": "layer whose MLP output is adapted",
-            },
+            "layer": layer_property("layer whose MLP output is adapted"),
             "eps": {
                 "type": "number",
                 "exclusiveMinimum": 0,

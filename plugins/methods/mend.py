@@ -40,7 +40,6 @@ from harness.api import (
     EditCase,
     Method,
     SnapshotEdit,
-    TrainingLoop,
     capture_modules,
     encode_answers,
 )
@@ -52,6 +51,7 @@ from harness_plugins.methods.editor_training import (
     need_fit,
     out_of_scope_probes,
     pick,
+    training_loop,
     usable,
 )
 from harness_plugins.methods.lora_labels import IGNORE_INDEX, answer_labels, target_nll
@@ -282,16 +282,7 @@ class MEND(Method):
         cases = usable(train_cases, self.name)
         torch.manual_seed(hparams["seed"])
         editor = Editor(handle, hparams)
-        loop = TrainingLoop(
-            self.name,
-            handle,
-            hparams,
-            cases,
-            seed=hparams["seed"],
-            steps=hparams["steps"],
-            save_every=hparams["save_every"],
-            progress=progress,
-        )
+        loop = training_loop(self.name, handle, cases, hparams, progress)
         size = hparams["train_batch"]
         with trainable_only(handle.model, ()):
             if not loop.path.exists():

@@ -42,7 +42,6 @@ from harness.api import (
     Capabilities,
     EditCase,
     Method,
-    TrainingLoop,
     encode_answers,
     join_prompt_answer,
 )
@@ -54,6 +53,7 @@ from harness_plugins.methods.editor_training import (
     need_fit,
     out_of_scope_probes,
     pick,
+    training_loop,
     usable,
 )
 from harness_plugins.methods.ike_retrieval import SentenceEncoder
@@ -412,16 +412,7 @@ class SERAC(Method):
         cases = usable(train_cases, self.name)
         torch.manual_seed(hparams["seed"])
         editor = Editor(handle, hparams)
-        loop = TrainingLoop(
-            self.name,
-            handle,
-            hparams,
-            cases,
-            seed=hparams["seed"],
-            steps=hparams["steps"],
-            save_every=hparams["save_every"],
-            progress=progress,
-        )
+        loop = training_loop(self.name, handle, cases, hparams, progress)
         params = [*editor.classifier.parameters(), *editor.adapters.parameters()]
         optimizer = torch.optim.Adam(params, lr=hparams["lr"])
 

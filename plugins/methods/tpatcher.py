@@ -52,6 +52,7 @@ from harness_plugins.methods.side_modules import (
     sampled_inputs,
     target_positions,
 )
+from harness_plugins.rome_family.weights import layer_property
 
 if TYPE_CHECKING:
     from harness.api import ModelHandle
@@ -141,12 +142,7 @@ class TPatcher(Method):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "layer": {
-                "type": "integer",
-                "minimum": 0,
-                "x-layer": True,
-                "description": "layer whose MLP gets the patch neurons (the paper: the last)",
-            },
+            "layer": layer_property("layer whose MLP gets the patch neurons (the paper: the last)"),
             "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.01, "description": "Adam"},
             "n_iter": {"type": "integer", "minimum": 1, "default": 50},
             "stop_loss": {

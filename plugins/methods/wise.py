@@ -74,6 +74,7 @@ from harness_plugins.methods.side_modules import (
     sampled_inputs,
     target_positions,
 )
+from harness_plugins.rome_family.weights import layer_property
 
 if TYPE_CHECKING:
     from harness.api import ModelHandle
@@ -228,12 +229,7 @@ class WISE(Method):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "layer": {
-                "type": "integer",
-                "minimum": 0,
-                "x-layer": True,
-                "description": "layer whose MLP down-projection gets the side memory",
-            },
+            "layer": layer_property("layer whose MLP down-projection gets the side memory"),
             "mask_ratio": {
                 "type": "number",
                 "exclusiveMinimum": 0,

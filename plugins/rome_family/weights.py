@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,6 +21,13 @@ LAYERS_PROPERTY = {
     "uniqueItems": True,
     "x-layer": True,
 }
+
+
+def layer_property(description: str) -> dict[str, Any]:
+    """The schema of a method's one edited layer (an index; `"x-layer"` marks it for the core's
+    range check against the model), with what the method does there."""
+    return {"type": "integer", "minimum": 0, "x-layer": True, "description": description}
+
 
 if TYPE_CHECKING:
     from harness.api import ModelHandle
