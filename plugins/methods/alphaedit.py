@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from harness.api import AppliedEdit, EditCase, HarnessError, SnapshotEdit
-from harness_plugins.methods.memit import MEMIT
+from harness_plugins.methods.memit import MEMIT, SHARED_PROPERTIES
 from harness_plugins.rome_family.keys import Rewrite, subject_reads
 from harness_plugins.rome_family.nullspace import null_space_projections
 from harness_plugins.rome_family.second_moment import stats_config
@@ -88,7 +88,7 @@ class AlphaEdit(MEMIT):
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            **{k: v for k, v in MEMIT.hparams_schema["properties"].items() if k != "mom2_update_weight"},
+            **SHARED_PROPERTIES,
             "nullspace_threshold": {
                 "type": "number",
                 "exclusiveMinimum": 0,
@@ -104,9 +104,6 @@ class AlphaEdit(MEMIT):
         },
         "required": ["layers"],
     }
-
-    def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
-        return {"layers": super().default_hparams(handle)["layers"]}
 
     def apply(
         self, handle: ModelHandle, cases: Sequence[EditCase], hparams: Mapping[str, Any]

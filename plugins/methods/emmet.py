@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from harness_plugins.methods.memit import MEMIT
+from harness_plugins.methods.memit import MEMIT, SHARED_PROPERTIES
 from harness_plugins.rome_family.updates import emmet_update
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class EMMET(MEMIT):
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            **{k: v for k, v in MEMIT.hparams_schema["properties"].items() if k != "mom2_update_weight"},
+            **SHARED_PROPERTIES,
             "emmet_lambda": {
                 "type": "number",
                 "minimum": 0,
@@ -45,9 +45,6 @@ class EMMET(MEMIT):
         },
         "required": ["layers"],
     }
-
-    def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
-        return {"layers": super().default_hparams(handle)["layers"]}
 
     def layer_update(
         self,

@@ -31,6 +31,14 @@ DEFAULT_DEPTHS = (4 / 31, 8 / 31)
 #: with s = kᵀC⁻¹k/λ, and E[kᵀC⁻¹k] = d_in; so λ must grow with d_in for edits to keep their
 #: strength across widths. The reference's 15000 at Llama-2-7B's d_in = 11008 is about 1.4 d_in.
 MOM2_WEIGHT_PER_DIM = 15000 / 11008
+#: The hparams of MEMIT's layers, values and statistics: all of MEMIT's but the update's own
+#: regularisation (λ), which relatives with another layer update (EMMET, AlphaEdit) replace.
+SHARED_PROPERTIES: dict[str, Any] = {
+    "layers": LAYERS_PROPERTY,
+    **VALUE_SCHEMA,
+    "context_templates": {**VALUE_SCHEMA["context_templates"], "default": [[10, 5]]},
+    **MOM2_SCHEMA,
+}
 
 
 class MEMIT(Method):
@@ -42,19 +50,15 @@ class MEMIT(Method):
     )
     hparams_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
-        "properties": {
-            "layers": LAYERS_PROPERTY,
-            **VALUE_SCHEMA,
-            "context_templates": {**VALUE_SCHEMA["context_templates"], "default": [[10, 5]]},
-            "mom2_update_weight": {"type": "number", "exclusiveMinimum": 0},
-            **MOM2_SCHEMA,
-        },
+        "properties": {**SHARED_PROPERTIES, "mom2_update_weight": {"type": "number", "exclusiveMinimum": 0}},
         "required": ["layers", "mom2_update_weight"],
     }
 
     def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
         first, last = DEPTHS.get(handle.adapter.family, DEFAULT_DEPTHS)
         layers = list(range(handle.adapter.layer_at(first), handle.adapter.layer_at(last) + 1))
+        if "mom2_update_weight" not in self.hparams_schema["properties"]:  # a relative without λ
+            return {"layers": layers}
         weight = round(MOM2_WEIGHT_PER_DIM * handle.adapter.intermediate_size)
         return {"layers": layers, "mom2_update_weight": weight}
 
