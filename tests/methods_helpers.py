@@ -16,12 +16,26 @@ from harness.models.handle import ModelHandle, tensor_digest
 from harness.models.tokenization import encode_answers
 from harness.seeding import case_seed, seed_everything
 from harness.testing import Evaluator
+from harness_plugins.methods.lora_labels import edit_batch, target_nll
 
 METRICS = ("edit_succ", "generalization", "locality")
 
 
 def digests(handle: ModelHandle) -> dict[str, bytes]:
     return {name: tensor_digest(p) for name, p in handle.model.named_parameters()}
+
+
+def state_digests(handle: ModelHandle) -> dict[str, bytes]:
+    """Every entry of the state_dict: parameters a method adds beside the model show as new keys,
+    so an undo that leaves one behind fails the comparison."""
+    return {name: tensor_digest(t) for name, t in handle.model.state_dict().items()}
+
+
+def edit_nll(handle: ModelHandle, case: EditCase) -> float:
+    """The mean NLL (nats per target token) of the case's target after its prompt."""
+    batch = edit_batch(handle, [case])
+    with torch.no_grad():
+        return target_nll(handle.model(**batch.answers.model_inputs()).logits, batch.labels).item()
 
 
 def logits(handle: ModelHandle, cases: Sequence[EditCase]) -> torch.Tensor:

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from methods_helpers import logits, mean_scores, zsre_cases
+from methods_helpers import edit_nll, logits, mean_scores, state_digests, zsre_cases
 
-from harness.api import EditCase, HarnessError, tensor_digest
+from harness.api import EditCase, HarnessError
 from harness.hparams import resolve_hparams
 from harness.models.handle import ModelHandle
-from harness_plugins.methods.lora_labels import edit_batch, target_nll
 from harness_plugins.methods.tpatcher import ATTR, Patches, TPatcher
 
 CASE = EditCase(case_id="c0", prompt="The capital of France is", target_new="Rome")
 OTHER = EditCase(case_id="c1", prompt="Water is made of", target_new="stone")
-
-
-def state_digest(handle: ModelHandle) -> dict[str, bytes]:
-    """Every entry of the state_dict (added parameters would show as new keys)."""
-    return {name: tensor_digest(t) for name, t in handle.model.state_dict().items()}
-
-
-def nll(handle: ModelHandle, case: EditCase) -> float:
-    batch = edit_batch(handle, [case])
-    with torch.no_grad():
-        return target_nll(handle.model(**batch.answers.model_inputs()).logits, batch.labels).item()
 
 
 def test_a_patch_adds_its_value_only_where_it_fires() -> None:
@@ -48,22 +36,22 @@ def test_defaults_patch_the_last_layer(tiny_llama: ModelHandle) -> None:
 
 def test_edit_learns_and_undo_restores_the_state_dict(tiny_handle: ModelHandle) -> None:
     hparams = resolve_hparams(TPatcher(), tiny_handle, {"n_iter": 60, "lr": 0.05})
-    before_state, before_logits = state_digest(tiny_handle), logits(tiny_handle, [CASE, OTHER])
-    before_nll = nll(tiny_handle, CASE)
+    before_state, before_logits = state_digests(tiny_handle), logits(tiny_handle, [CASE, OTHER])
+    before_nll = edit_nll(tiny_handle, CASE)
     edit = TPatcher().apply(tiny_handle, [CASE], hparams)
-    assert nll(tiny_handle, CASE) < before_nll - 0.3
+    assert edit_nll(tiny_handle, CASE) < before_nll - 0.3
     assert len(edit.patches.biases) == 1
     assert any(name.endswith(f"{ATTR}.values") for name in tiny_handle.model.state_dict())
     edit.undo()
     assert not edit.module._forward_hooks and not hasattr(edit.module, ATTR)
-    assert state_digest(tiny_handle) == before_state
+    assert state_digests(tiny_handle) == before_state
     assert torch.equal(logits(tiny_handle, [CASE, OTHER]), before_logits)
     assert all(p.grad is None for p in tiny_handle.model.parameters())
 
 
 def test_sequential_and_batch_edits_add_one_patch_each_and_undo_in_reverse(tiny_llama: ModelHandle) -> None:
     hparams = resolve_hparams(TPatcher(), tiny_llama, {"n_iter": 20})
-    original_state, original = state_digest(tiny_llama), logits(tiny_llama, [CASE, OTHER])
+    original_state, original = state_digests(tiny_llama), logits(tiny_llama, [CASE, OTHER])
     first = TPatcher().apply(tiny_llama, [CASE], hparams)
     after_first = logits(tiny_llama, [CASE, OTHER])
     second = TPatcher().apply(tiny_llama, [CASE, OTHER], hparams)
@@ -73,7 +61,7 @@ def test_sequential_and_batch_edits_add_one_patch_each_and_undo_in_reverse(tiny_
     second.undo()
     assert torch.equal(logits(tiny_llama, [CASE, OTHER]), after_first)
     first.undo()
-    assert state_digest(tiny_llama) == original_state
+    assert state_digests(tiny_llama) == original_state
     assert torch.equal(logits(tiny_llama, [CASE, OTHER]), original)
 
 

@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from methods_helpers import logits, mean_scores, zsre_cases
+from methods_helpers import edit_nll, logits, mean_scores, state_digests, zsre_cases
 
-from harness.api import EditCase, HarnessError, tensor_digest
+from harness.api import EditCase, HarnessError
 from harness.hparams import resolve_hparams
 from harness.models.handle import ModelHandle
-from harness_plugins.methods.lora_labels import edit_batch, target_nll
 from harness_plugins.methods.wise import ATTR, WISE, ties_merge
 
 CASE = EditCase(case_id="c0", prompt="The capital of France is", target_new="Rome")
 OTHER = EditCase(case_id="c1", prompt="Water is made of", target_new="stone")
 THIRD = EditCase(case_id="c2", prompt="The first president was", target_new="Lincoln")
-
-
-def state_digest(handle: ModelHandle) -> dict[str, bytes]:
-    """Every entry of the state_dict (added parameters would show as new keys)."""
-    return {name: tensor_digest(t) for name, t in handle.model.state_dict().items()}
-
-
-def nll(handle: ModelHandle, case: EditCase) -> float:
-    batch = edit_batch(handle, [case])
-    with torch.no_grad():
-        return target_nll(handle.model(**batch.answers.model_inputs()).logits, batch.labels).item()
 
 
 def down_proj(handle: ModelHandle, hparams: dict) -> torch.nn.Module:
@@ -53,10 +41,10 @@ def test_defaults_follow_relative_depth_and_bad_values_fail(tiny_llama: ModelHan
 
 def test_edit_learns_routes_and_undo_restores_the_state_dict(tiny_handle: ModelHandle) -> None:
     hparams = resolve_hparams(WISE(), tiny_handle, {"n_iter": 40})
-    before_state, before_logits = state_digest(tiny_handle), logits(tiny_handle, [CASE, OTHER])
-    before_nll = nll(tiny_handle, CASE)
+    before_state, before_logits = state_digests(tiny_handle), logits(tiny_handle, [CASE, OTHER])
+    before_nll = edit_nll(tiny_handle, CASE)
     edit = WISE().apply(tiny_handle, [CASE], hparams)
-    assert nll(tiny_handle, CASE) < before_nll - 0.3
+    assert edit_nll(tiny_handle, CASE) < before_nll - 0.3
     module = down_proj(tiny_handle, hparams)
     memory = getattr(module, ATTR)
     # the side memory differs from the main one on the shard's coordinates only
@@ -67,7 +55,7 @@ def test_edit_learns_routes_and_undo_restores_the_state_dict(tiny_handle: ModelH
     assert not torch.equal(after[0], before_logits[0])
     edit.undo()
     assert not module._forward_hooks and not hasattr(module, ATTR)
-    assert state_digest(tiny_handle) == before_state
+    assert state_digests(tiny_handle) == before_state
     assert torch.equal(logits(tiny_handle, [CASE, OTHER]), before_logits)
     assert all(p.grad is None for p in tiny_handle.model.parameters())
 
@@ -88,7 +76,7 @@ def test_router_keeps_positions_below_the_threshold_on_the_main_memory(tiny_llam
 
 def test_shards_are_saved_merged_and_undone_in_reverse(tiny_llama: ModelHandle) -> None:
     hparams = resolve_hparams(WISE(), tiny_llama, {"n_iter": 10, "save_freq": 1, "merge_freq": 2})
-    original_state, original = state_digest(tiny_llama), logits(tiny_llama, [CASE, OTHER, THIRD])
+    original_state, original = state_digests(tiny_llama), logits(tiny_llama, [CASE, OTHER, THIRD])
     first = WISE().apply(tiny_llama, [CASE], hparams)
     memory = first.memory
     assert len(memory.state.saved) == 1 and memory.state.merged is None
@@ -104,20 +92,20 @@ def test_shards_are_saved_merged_and_undone_in_reverse(tiny_llama: ModelHandle) 
     second.undo()
     assert torch.equal(logits(tiny_llama, [CASE, OTHER, THIRD]), after_first)
     first.undo()
-    assert state_digest(tiny_llama) == original_state
+    assert state_digests(tiny_llama) == original_state
     assert torch.equal(logits(tiny_llama, [CASE, OTHER, THIRD]), original)
 
 
 def test_a_shard_keeps_earlier_edits_and_batches_work(tiny_llama: ModelHandle) -> None:
     hparams = resolve_hparams(WISE(), tiny_llama, {"n_iter": 30})
-    original_state = state_digest(tiny_llama)
+    original_state = state_digests(tiny_llama)
     batch = WISE().apply(tiny_llama, [CASE, OTHER], hparams)
     assert batch.memory.state.in_scope.shape[0] >= 2
     later = WISE().apply(tiny_llama, [THIRD], hparams)
     assert later.memory is batch.memory and later.memory.state.edits == 2
     later.undo()
     batch.undo()
-    assert state_digest(tiny_llama) == original_state
+    assert state_digests(tiny_llama) == original_state
 
 
 @pytest.mark.slow
