@@ -110,7 +110,8 @@ def test_a_shard_keeps_earlier_edits_and_batches_work(tiny_llama: ModelHandle) -
 
 @pytest.mark.slow
 def test_wise_on_smollm2_with_real_zsre(smollm2: ModelHandle) -> None:
-    cases = zsre_cases(20, unrelated=True)
+    # 6 records keep CI short; benchmarks/lifelong.md has this test's figures at 20
+    cases = zsre_cases(6, unrelated=True)
     hparams = resolve_hparams(WISE(), smollm2, {})
     single = mean_scores(smollm2, WISE(), cases, hparams, mode="single")
     print("wise single", single)
