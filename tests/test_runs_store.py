@@ -12,6 +12,7 @@ from harness.api import HarnessError
 from harness.runs.plan import Job
 from harness.runs.runner import write_summary
 from harness.runs.store import RunStore
+from harness.runs.summary import mean_scores
 from harness.schemas import validate_document
 
 SEQUENTIAL = Job(model="m", method="nudge", tasks=("facts",), mode="sequential", overrides={"scale": 0.1})
@@ -163,3 +164,10 @@ def test_the_summary_comes_from_the_rows_and_the_planned_jobs(tmp_path: Path):
     ]
     assert summary["results"][2]["batch_size"] == 2
     assert summary["results"][2]["general"] == {"mc": {"metric": "acc", "before": 0.5, "after": 0.25}}
+
+
+def test_summary_means_do_not_depend_on_the_order_of_the_rows():
+    # Float addition is not associative: 1e16 + 1 - 1e16 is 0.0 left to right, 1.0 otherwise.
+    rows = [{"ppl": 1e16}, {"ppl": 1.0}, {"ppl": -1e16}, {"acc": 0.5}]
+    means = [mean_scores(order) for order in (rows, rows[::-1], [rows[0], rows[2], rows[1], rows[3]])]
+    assert means[0] == means[1] == means[2] == {"acc": 0.5, "ppl": 1.0 / 3}

@@ -11,6 +11,7 @@ needs neither the metric's plugin nor a list of metric names.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,13 +47,14 @@ def read_metric_info(summary: Mapping[str, Any]) -> dict[str, MetricInfo]:
 
 
 def mean_scores(score_dicts: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    totals: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
+    """The mean of each key over the dicts that have it. The sums are exact (`math.fsum`), so the
+    means do not depend on the order of the rows: a run whose rows were written in another order
+    (Ray shards, a resume) gets the same summary to the last bit."""
+    values: dict[str, list[float]] = defaultdict(list)
     for scores in score_dicts:
         for key, value in scores.items():
-            totals[key] += value
-            counts[key] += 1
-    return {key: totals[key] / counts[key] for key in sorted(totals)}
+            values[key].append(value)
+    return {key: math.fsum(values[key]) / len(values[key]) for key in sorted(values)}
 
 
 def _protocol_order(protocol: str) -> tuple[int, int]:
