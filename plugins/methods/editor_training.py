@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.api import EditCase, HarnessError, TrainingLoop
+from harness.api import EditCase, HarnessError, Method, TrainingLoop
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -105,3 +105,14 @@ def need_fit(editor: Any, handle: ModelHandle, method: str) -> None:
     the method's trained state, with the `handle` it was trained on, or None)."""
     if editor is None or editor.handle is not handle:
         raise HarnessError(f"{method} edits with a trained editor: call fit() with a train split first")
+
+
+class TrainedEditorMethod(Method):
+    """What MEND and SERAC share as methods: the editor `fit` trains is kept on the method (None
+    until then), and both act on the last three layers by default, as in the MEND paper."""
+
+    def __init__(self) -> None:
+        self.editor: Any = None
+
+    def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
+        return {"layers": last_layers(handle, 3)}

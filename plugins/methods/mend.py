@@ -38,16 +38,15 @@ from harness.api import (
     AppliedEdit,
     Capabilities,
     EditCase,
-    Method,
     SnapshotEdit,
     capture_modules,
     encode_answers,
 )
 from harness_plugins.methods.editor_training import (
     TRAINING_PROPERTIES,
+    TrainedEditorMethod,
     draw,
     in_scope_prompts,
-    last_layers,
     need_fit,
     out_of_scope_probes,
     pick,
@@ -227,7 +226,7 @@ def _batch(handle: ModelHandle, cases: Sequence[EditCase], prompts: Sequence[str
     ).to(handle.device)
 
 
-class MEND(Method):
+class MEND(TrainedEditorMethod):
     name: ClassVar[str] = "mend"
     capabilities: ClassVar[Capabilities] = Capabilities(
         batch=True, sequential=True, needs_training=True, edits_weights=True
@@ -263,12 +262,6 @@ class MEND(Method):
         },
         "required": ["layers"],
     }
-
-    def __init__(self) -> None:
-        self.editor: Editor | None = None
-
-    def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
-        return {"layers": last_layers(handle, 3)}
 
     def fit(
         self,

@@ -41,15 +41,14 @@ from harness.api import (
     AppliedEdit,
     Capabilities,
     EditCase,
-    Method,
     encode_answers,
     join_prompt_answer,
 )
 from harness_plugins.methods.editor_training import (
     TRAINING_PROPERTIES,
+    TrainedEditorMethod,
     draw,
     in_scope_prompts,
-    last_layers,
     need_fit,
     out_of_scope_probes,
     pick,
@@ -359,7 +358,7 @@ class SeracEdit(AppliedEdit):
             _ROUTERS.pop(self.router.handle.model, None)
 
 
-class SERAC(Method):
+class SERAC(TrainedEditorMethod):
     name: ClassVar[str] = "serac"
     capabilities: ClassVar[Capabilities] = Capabilities(
         batch=True, sequential=True, needs_training=True, edits_weights=False
@@ -393,12 +392,6 @@ class SERAC(Method):
         },
         "required": ["layers"],
     }
-
-    def __init__(self) -> None:
-        self.editor: Editor | None = None
-
-    def default_hparams(self, handle: ModelHandle) -> dict[str, Any]:
-        return {"layers": last_layers(handle, 3)}
 
     def fit(
         self,
