@@ -47,8 +47,10 @@ def test_edit_learns_routes_and_undo_restores_the_state_dict(tiny_handle: ModelH
     assert edit_nll(tiny_handle, CASE) < before_nll - 0.3
     module = down_proj(tiny_handle, hparams)
     memory = getattr(module, ATTR)
-    # the side memory differs from the main one on the shard's coordinates only
-    changed = memory.current.detach() != module.weight.detach()
+    # the edit's memory (a saved shard of one edit, by default) differs from the main memory on
+    # the shard's coordinates only, and the shard being written starts afresh from W
+    assert len(memory.state.saved) == 1 and torch.equal(memory.current, module.weight)
+    changed = memory.memories()[-1].weight.detach() != module.weight.detach()
     assert bool(changed.any()) and not bool((changed & ~memory.state.mask).any())
     assert any(name.endswith(f"{ATTR}.current") for name in tiny_handle.model.state_dict())
     after = logits(tiny_handle, [CASE, OTHER])
@@ -61,7 +63,7 @@ def test_edit_learns_routes_and_undo_restores_the_state_dict(tiny_handle: ModelH
 
 
 def test_router_keeps_positions_below_the_threshold_on_the_main_memory(tiny_llama: ModelHandle) -> None:
-    hparams = resolve_hparams(WISE(), tiny_llama, {"n_iter": 20})
+    hparams = resolve_hparams(WISE(), tiny_llama, {"n_iter": 20, "save_freq": 500})
     edit = WISE().apply(tiny_llama, [CASE], hparams)
     memory = getattr(down_proj(tiny_llama, hparams), ATTR)
     inputs = torch.randn(1, 3, memory.current.shape[1])
@@ -97,7 +99,7 @@ def test_shards_are_saved_merged_and_undone_in_reverse(tiny_llama: ModelHandle) 
 
 
 def test_a_shard_keeps_earlier_edits_and_batches_work(tiny_llama: ModelHandle) -> None:
-    hparams = resolve_hparams(WISE(), tiny_llama, {"n_iter": 30})
+    hparams = resolve_hparams(WISE(), tiny_llama, {"n_iter": 30, "save_freq": 500})
     original_state = state_digests(tiny_llama)
     batch = WISE().apply(tiny_llama, [CASE, OTHER], hparams)
     assert batch.memory.state.in_scope.shape[0] >= 2

@@ -77,6 +77,7 @@ def cluster(tmp_path_factory):
     that arms `dies`."""
     armed = tmp_path_factory.mktemp("ray") / "armed"
     ray.init(
+        address="local",  # a cluster of its own, even where `ray start` runs one on this machine
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,

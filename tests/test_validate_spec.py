@@ -26,7 +26,7 @@ def write_spec(folder: Path, records, **spec) -> Path:
 
 def test_a_valid_dataset_spec_and_its_data_file(capsys, tmp_path):
     path = write_spec(tmp_path, [FACT], record_format="wiki_recent")
-    assert validate(capsys, path)[:2] == (0, f"{path}: valid dataset spec (1 data files checked)")
+    assert validate(capsys, path)[:2] == (0, f"{path}: valid dataset spec (1 data file checked)")
 
 
 def test_a_spec_with_a_field_mapping_checks_the_mapped_records(capsys, tmp_path):

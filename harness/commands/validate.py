@@ -161,7 +161,8 @@ def _check_spec(tasks: TaskKind, spec: dict, path: str) -> Verdict:
     folder = Path(path).parent
     for relative in spec["files"].values():
         issues.extend(check_task_file(task, folder / relative))
-    return Verdict(f"dataset spec ({len(spec['files'])} data files checked)", issues)
+    count = len(spec["files"])
+    return Verdict(f"dataset spec ({count} data file{'' if count == 1 else 's'} checked)", issues)
 
 
 @click.command("validate")

@@ -50,6 +50,11 @@ Where this differs from the paper and from the reference toolkit (EasyEdit's `WI
   reference's 1.0 is far above the weights' own scale and never binds).
 - Training stops once the target NLL is below `stop_loss` and the router separates (`act_ratio`
   times the smallest in-scope score above the largest out-of-scope one), else after `n_iter`.
+- One edit per shard by default (`save_freq` 1; the reference's 500 is for 7B models). Edits that
+  share a shard share its masked coordinates, and on a small model a later edit overwrites an
+  earlier one's values: on SmolLM2 (d_in 1536), edit success after 10 sequential ZsRE edits in
+  one shard was 0.50, after 20 edits in shards of one 0.77 (benchmarks/lifelong.md). Each saved
+  shard is a full copy of W, so memory grows by one value matrix per edit until a merge.
 - Saved shards are routed to at once; the reference only routes to shards once they are merged.
   A merge takes the earlier merged memory in as one more task vector with the shards, with equal
   weights (the reference weights it 0.6 against 0.4 for the shards).
@@ -264,7 +269,12 @@ class WISE(Method):
                 "default": 0.88,
                 "description": "router threshold: this times the smallest in-scope activation",
             },
-            "save_freq": {"type": "integer", "minimum": 1, "default": 500, "description": "edits per shard"},
+            "save_freq": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 1,
+                "description": "edits per shard (the reference: 500, for 7B models)",
+            },
             "merge_freq": {
                 "type": "integer",
                 "minimum": 1,
