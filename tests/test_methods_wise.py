@@ -10,6 +10,8 @@ from methods_helpers import edit_nll, logits, mean_scores, state_digests, zsre_c
 from harness.api import EditCase, HarnessError
 from harness.hparams import resolve_hparams
 from harness.models.handle import ModelHandle
+from harness_plugins.methods.lora_labels import edit_batch
+from harness_plugins.methods.side_modules import read_inputs, target_positions
 from harness_plugins.methods.wise import ATTR, WISE, ties_merge
 
 CASE = EditCase(case_id="c0", prompt="The capital of France is", target_new="Rome")
@@ -108,6 +110,28 @@ def test_a_shard_keeps_earlier_edits_and_batches_work(tiny_llama: ModelHandle) -
     later.undo()
     batch.undo()
     assert state_digests(tiny_llama) == original_state
+
+
+def test_a_new_memory_wins_the_router_on_its_own_edit_and_retires_the_earlier_one(
+    tiny_llama: ModelHandle,
+) -> None:
+    hparams = resolve_hparams(WISE(), tiny_llama, {"n_iter": 40})
+    first = WISE().apply(tiny_llama, [CASE], hparams)
+    memory = first.memory
+    retired = memory.state.retired
+    assert retired.shape[0] >= 1  # the first edit's in-scope inputs, now out of scope for new shards
+    second = WISE().apply(tiny_llama, [OTHER], hparams)
+    batch = edit_batch(tiny_llama, [OTHER])
+    positions, _ = target_positions(batch)
+    name = tiny_llama.adapter.mlp_out_name(hparams["layer"])
+    own = read_inputs(tiny_llama, name, batch.answers.model_inputs())[positions]
+    old, new = (memory.delta(own, m.weight).norm(dim=-1) for m in memory.state.saved)
+    assert bool((new > old).all())  # the router sends the second edit's positions to its memory
+    assert memory.state.retired.shape[0] > retired.shape[0]
+    second.undo()
+    assert torch.equal(memory.state.retired, retired)
+    first.undo()
+    assert not hasattr(down_proj(tiny_llama, hparams), ATTR)
 
 
 @pytest.mark.slow
