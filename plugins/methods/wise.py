@@ -152,11 +152,14 @@ class SideMemory(SideModule):
         diff = weight - self.main[0]
         return a @ diff if self.transposed else a @ diff.T
 
+    def finished(self) -> list[Memory]:
+        """The memories no edit writes to any more: the merged one and the saved shards."""
+        return ([self.state.merged] if self.state.merged is not None else []) + list(self.state.saved)
+
     def memories(self) -> list[Memory]:
-        """The memories the router chooses among: merged, saved shards, and the current shard once
-        it holds an edit."""
-        found = [self.state.merged] if self.state.merged is not None else []
-        found += self.state.saved
+        """The memories the router chooses among: the finished ones, and the current shard once it
+        holds an edit."""
+        found = self.finished()
         if self.state.threshold is not None:
             found.append(Memory(self.current, self.state.threshold))
         return found
@@ -402,7 +405,7 @@ def _rival_scores(memory: SideMemory, in_scope: torch.Tensor) -> torch.Tensor:
     beat these there (0 where there is no finished memory)."""
     rivals = in_scope.new_zeros(in_scope.shape[0])
     with torch.no_grad():
-        for finished in memory.memories()[: len(memory.memories()) - (memory.state.threshold is not None)]:
+        for finished in memory.finished():
             rivals = torch.maximum(rivals, memory.delta(in_scope, finished.weight).norm(dim=-1))
     return rivals
 
