@@ -69,9 +69,12 @@ class TrainingDisplay(TrainingProgress):
     """The training progress on a stream: a tqdm bar with the loss and tqdm's time left ("bars"),
     or a line every tenth of the steps ("lines", for logs), or nothing ("off")."""
 
-    def __init__(self, stream: IO[str] | None = None, style: str = "bars") -> None:
+    def __init__(self, stream: IO[str] | None = None, style: str = "bars", source: str = "") -> None:
+        """`source`: the task whose train split the editor learns from, named in every message
+        (a cross-domain run trains one editor per train task)."""
         self.stream = stream if stream is not None else sys.stderr
         self.style = style
+        self.source = source
         self._bar: Any = None
         self._total = 0
         self._started = 0.0
@@ -81,13 +84,16 @@ class TrainingDisplay(TrainingProgress):
         if self.style != "off":
             print(text, file=self.stream, flush=True)
 
+    def _named(self, label: str) -> str:
+        return f"{label} on the {self.source} train split" if self.source else label
+
     def found(self, label: str, path: Path) -> None:
-        self._say(f"{label}: using the trained checkpoint {path}")
+        self._say(f"{self._named(label)}: using the trained checkpoint {path}")
 
     def start(self, label: str, total: int, done: int) -> None:
         self._total, self._first, self._started = total, done, time.monotonic()
         resumed = f", resuming at step {done}" if done else ""
-        self._say(f"{label}: no trained checkpoint, training it first: {total} steps{resumed}")
+        self._say(f"{self._named(label)}: no trained checkpoint, training it first: {total} steps{resumed}")
         if self.style == "bars":
             from tqdm import tqdm
 

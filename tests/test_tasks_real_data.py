@@ -6,6 +6,7 @@ import pytest
 from shared_data import KNOWEDIT
 from shared_data import SHARED_DATA as SHARED
 
+from harness.api import HarnessError
 from harness.testing import resolve_task
 
 OTHER = SHARED / "other"
@@ -169,3 +170,21 @@ def test_piqa_locality_file_reads_as_probe_questions():
     assert len(questions) == 1838
     assert questions[0].goal == "How do I ready a guinea pig cage for it's new occupants?"
     assert [s.split("made of ")[1][:13] for s in questions[0].solutions] == ["ripped paper ", "ripped jeans "]
+
+
+def test_zsre_train_split_reads_mend_zsre_records_where_knowedit_has_none(tmp_path):
+    """The study's ZsRE train split is MEND's zsRE train file; the EasyEdit copy of MEND's zsRE
+    eval file has its record format and stands in for it here."""
+    portability = OTHER / "easyedit_editing_data" / "portability"
+    mend = portability / "One Hop" / "zsre_mend_eval_portability_gpt4.json"
+    (tmp_path / "ZsRE").mkdir()
+    (tmp_path / "ZsRE" / "zsre_mend_train.json").write_bytes(mend.read_bytes())
+    loaded = resolve_task("zsre").load(split="train", data_dir=str(tmp_path))
+    assert len(loaded.cases) == 1037 and loaded.cases[0].case_id == "zsre:train:0"
+    first = loaded.cases[0]
+    assert first.prompt == "When was the inception of IAAF Combined Events Challenge?" and first.rephrases
+    [probe] = first.locality["natural_questions"]
+    assert probe.prompt.startswith("nq question: ")
+    with pytest.raises(HarnessError, match="MEND's zsRE train file") as error:
+        resolve_task("zsre").load(split="train", data_dir=str(KNOWEDIT))
+    assert f"{KNOWEDIT / 'ZsRE' / 'zsre_mend_train_10000.json'}" in str(error.value)

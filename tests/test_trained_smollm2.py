@@ -16,6 +16,7 @@ from shared_data import KNOWEDIT
 
 from harness.hparams import resolve_hparams
 from harness.testing import resolve_task
+from harness_plugins.methods.mend import MEND
 from harness_plugins.methods.serac import SERAC
 
 pytestmark = pytest.mark.slow
@@ -43,3 +44,16 @@ def test_serac_trained_across_domains_copies_edits_and_leaves_unrelated_facts(sm
     scores = mean_scores(smollm2, trained, zsre_cases(4, unrelated=True), hparams, mode="single")
     print("serac trained on wiki_counterfact, on ZsRE:", scores)
     assert scores["edit_succ"] >= 0.9 and scores["locality.unrelated"] >= 0.9
+
+
+def test_mend_trained_across_domains_edits_where_the_untrained_editor_barely_does(smollm2, train_cases):
+    trained, untrained = MEND(), MEND()
+    hparams = resolve_hparams(trained, smollm2, {"steps": 40})
+    trained.fit(smollm2, train_cases, hparams)
+    untrained.fit(smollm2, train_cases, {**hparams, "steps": 0})
+    cases = zsre_cases(4, unrelated=True)
+    after = mean_scores(smollm2, trained, cases, hparams, mode="single")
+    before = mean_scores(smollm2, untrained, cases, {**hparams, "steps": 0}, mode="single")
+    print("mend trained on wiki_counterfact, on ZsRE:", after, "untrained:", before)
+    assert after["edit_succ"] >= before["edit_succ"] + 0.3, (after, before)
+    assert after["locality.unrelated"] >= 0.8

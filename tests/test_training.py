@@ -72,7 +72,8 @@ def test_train_stores_the_editor_and_a_run_reuses_it_without_training(catalog, m
     config = RunConfig(model=model, methods=(Toy.name,), tasks=("facts",), limit=1)
     execute(config, tmp_path / "run", device="cpu", catalog=catalog, progress="lines", warn=lambda m: None)
     assert Toy.steps_run == 0, "the run trained again"
-    assert f"{Toy.name}: using the trained checkpoint {editor}" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"{Toy.name} on the facts train split: using the trained checkpoint {editor}" in said
     assert stored(home, "trained") == [editor] and editor.stat().st_mtime_ns == before
 
 
@@ -203,3 +204,8 @@ def test_a_run_warns_when_it_edits_the_cases_it_learnt_from(catalog, model, home
     assert any(
         "2 of the 2 edited cases are in the train split toy-trained learns from" in w for w in warnings
     )
+    # another task's file with the same records (other case ids): the same edits, so not held out
+    warnings.clear()
+    config = dataclasses.replace(config, tasks=("facts",), train_tasks=("same_facts",), mode="cross-domain")
+    execute(config, tmp_path / "x", device="cpu", catalog=catalog, progress=False, warn=warnings.append)
+    assert any("2 of the 2 edited cases are in the train split" in w for w in warnings)

@@ -134,5 +134,5 @@ def command(**opts: Any) -> None:
         device=opts["device"],
     )
     style = "lines" if opts["no_progress"] or not sys.stderr.isatty() else "bars"
-    took = train(request, installed_catalog(), TrainingDisplay(sys.stderr, style=style))
+    took = train(request, installed_catalog(), TrainingDisplay(sys.stderr, style=style, source=request.task))
     click.echo(f"{request.method} on {request.task}: ready ({took:.1f} s)")

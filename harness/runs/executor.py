@@ -94,7 +94,8 @@ def job_work(schedule: JobSchedule, done: set[RowKey]) -> JobWork:
     steps whose every row is in cases.jsonl, which the job's bar starts at)."""
     job = schedule.job
     saved = sum(len(step.chunk) for step in schedule.steps if not _unscored(schedule, step, done))
-    label = f"{job.method} {job.task_label} {job.mode}"
+    source = f" from {job.train_task}" if job.train_task else ""
+    label = f"{job.method} {job.task_label} {job.mode}{source}"
     return JobWork(job.key, job.method, label, len(schedule.ordered), saved, job.batch_size)
 
 
@@ -336,7 +337,8 @@ class _JobRun:
         from harness.training import TrainingDisplay, fit_method
 
         source = self.job.train_task or self.job.task_label
-        display = TrainingDisplay(sys.stderr, style="off" if self.x.progress.style == "off" else "lines")
+        style = "off" if self.x.progress.style == "off" else "lines"
+        display = TrainingDisplay(sys.stderr, style=style, source=source)
         seed = case_seed(self.x.config.seed, f"fit:{source}")
         fit_method(self.method, self.handle, self._handed(self.s.train), self.hparams, display, seed=seed)
 

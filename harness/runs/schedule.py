@@ -94,6 +94,11 @@ class _Splits:
         return self._loaded[(task, split)]
 
 
+def _edit_of(case: EditCase) -> tuple[str, str]:
+    """What makes a train case the same edit as a test case, whatever file or id each comes from."""
+    return case.prompt.strip(), case.target_new.strip()
+
+
 @dataclass(frozen=True)
 class _Checked:
     """A job's cases of one task as its method sees them: those it edits, the others (case id ->
@@ -164,12 +169,13 @@ def schedule(jobs: Sequence[Job], config: RunConfig, catalog: Catalog, warn: War
         per_task = [[Tagged(task, c) for c in task_cases] for task, task_cases in cases.items()]
         ordered = modes.interleave(per_task, config.seed) if len(per_task) > 1 else per_task[0]
         train = _train_cases(job, method, splits)
-        seen = {c.case_id for c in train} & {t.case.case_id for t in ordered}
+        learnt = {_edit_of(c) for c in train}
+        seen = [t for t in ordered if _edit_of(t.case) in learnt]
         if seen:
             warn(
                 f"{job.key}: {len(seen)} of the {len(ordered)} edited cases are in the train split "
-                f"{job.method} learns from (a task whose test split is its train split?): its scores "
-                "on them are not held out"
+                f"{job.method} learns from (the same prompt and target: a task whose test split is "
+                "its train split, or files that share records?): its scores on them are not held out"
             )
         skipped = {case_id: why for c in checked.values() for case_id, why in c.skipped.items()}
         notes = {case_id: note for c in checked.values() for case_id, note in c.notes.items()}

@@ -37,7 +37,7 @@ def headline_metrics(metric_info: Mapping[str, MetricInfo]) -> list[str]:
 
 def headline_scores(metric_info: Mapping[str, MetricInfo]) -> list[str]:
     """The headline metrics that are fractions (the KnowEdit table's scores), in headline order:
-    the cross-domain matrices are drawn for these, and the paper-shaped leaderboard leads with them."""
+    the paper-shaped leaderboard leads with them."""
     return [name for name in headline_metrics(metric_info) if metric_info[name].is_fraction]
 
 
@@ -106,7 +106,7 @@ def summarize(
             results.append(result)
     summary: dict[str, Any] = {"results": results}
     metric_info = metric_info or {}
-    matrices = cross_domain_matrices(results, headline_scores(metric_info))
+    matrices = cross_domain_matrices(results, headline_metrics(metric_info))
     if matrices:
         summary["cross_domain"] = matrices
     if metric_info:
@@ -118,7 +118,8 @@ def cross_domain_matrices(
     results: Sequence[Mapping[str, Any]], metrics: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Per model, method and one of `metrics` that the results have: rows = train task (source),
-    columns = evaluated task."""
+    columns = evaluated task. `summarize` draws them for every headline metric, fluency included, as
+    the study's cross-domain table has."""
     cells: dict[tuple[str, str], dict[tuple[str, str], Mapping[str, float]]] = defaultdict(dict)
     for r in results:
         if "train_task" in r:

@@ -254,10 +254,10 @@ class MEND(TrainedEditorMethod):
             "edit_lr": {
                 "type": "number",
                 "exclusiveMinimum": 0,
-                "default": 1e-3,
+                "default": 1e-4,
                 "description": "α at the start (the untrained editor's step size)",
             },
-            "c_edit": {"type": "number", "minimum": 0, "default": 0.1, "description": "weight of L_e"},
+            "c_edit": {"type": "number", "minimum": 0, "default": 1.0, "description": "weight of L_e"},
             "c_loc": {"type": "number", "minimum": 0, "default": 1.0, "description": "weight of L_loc"},
         },
         "required": ["layers"],

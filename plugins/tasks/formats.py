@@ -13,6 +13,15 @@ from harness.api import DataFile, EditCase, Probe
 from harness_plugins.tasks.base import FACT_METRICS, RecordTask
 from harness_plugins.tasks.normalize import add_probes, flatten_answers, probe, text_list
 
+#: Where MEND's zsRE train file (the train split of the KnowEdit study's ZsRE) may be in a data
+#: directory: EasyEdit ships it as `zsre_mend_train.json` and its first 10,000 records as
+#: `zsre_mend_train_10000.json`, the set the study trained on.
+MEND_ZSRE_TRAIN = tuple(
+    f"{folder}{stem}.json"
+    for folder in ("", "zsre/", "ZsRE/")
+    for stem in ("zsre_mend_train_10000", "zsre_mend_train")
+)
+
 
 def _one_hop(record: Mapping[str, Any], groups: dict[str, tuple[Probe, ...]]) -> None:
     """EasyEdit's one-hop portability extension (`New Question` / `New Answer`)."""
@@ -85,7 +94,11 @@ class ZsREMend(RecordTask):
     name = "zsre_mend"
     record_format = "zsre_mend"
     metrics = FACT_METRICS
-    files: ClassVar = {"test": DataFile(local=("zsre_mend_eval.json", "zsre/zsre_mend_eval.json"))}
+    splits = ("test", "train")
+    files: ClassVar = {
+        "test": DataFile(local=("zsre_mend_eval.json", "zsre/zsre_mend_eval.json")),
+        "train": DataFile(local=MEND_ZSRE_TRAIN),
+    }
 
     def to_cases(self, record: Mapping[str, Any], case_id: str) -> Iterator[EditCase]:
         portability: dict[str, tuple[Probe, ...]] = {}

@@ -13,8 +13,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.api import DataFileError, EditCase, LoadedCases, Probe, RecordIssue, case_seed, read_json
+from harness.api import (
+    DataFile,
+    DataFileError,
+    EditCase,
+    HarnessError,
+    LoadedCases,
+    Probe,
+    RecordIssue,
+    case_seed,
+    read_json,
+)
 from harness_plugins.tasks.base import FACT_METRICS, RecordTask, knowedit_file
+from harness_plugins.tasks.formats import MEND_ZSRE_TRAIN, ZsREMend
 from harness_plugins.tasks.normalize import flatten_answers, probe_groups, text_list
 
 
@@ -37,11 +48,35 @@ class KnowEditFacts(RecordTask):
 
 
 class ZsRE(KnowEditFacts):
-    """ZsRE question answering edits (KnowEdit), with rephrases and portability probes."""
+    """ZsRE question answering edits (KnowEdit), with rephrases and portability probes.
+
+    The published KnowEdit files hold the test split only; the study's ZsRE train split (10,000
+    records) is MEND's zsRE train file, in MEND's record format, which EasyEdit distributes beside
+    KnowEdit. The train split reads that file from the data directory as the `zsre_mend` task does,
+    so trained editors can learn from ZsRE (`--train-task zsre`).
+    """
 
     name = "zsre"
     record_format = "zsre"
-    files: ClassVar = {"test": knowedit_file("ZsRE/ZsRE-test-all.json")}
+    splits = ("test", "train")
+    files: ClassVar = {
+        "test": knowedit_file("ZsRE/ZsRE-test-all.json"),
+        "train": DataFile(local=MEND_ZSRE_TRAIN),
+    }
+
+    def load(
+        self, *, split: str = "test", data_dir: str | None = None, skip_invalid: bool = False
+    ) -> LoadedCases:
+        if split != "train" or split in self.paths:
+            return super().load(split=split, data_dir=data_dir, skip_invalid=skip_invalid)
+        try:
+            path, _, _ = self.locate(split, data_dir)
+        except HarnessError as exc:
+            raise HarnessError(
+                f"{exc}\nThe ZsRE train split is MEND's zsRE train file (zsre_mend_train.json, in "
+                "EasyEdit's data download; it is not on the KnowEdit hub)."
+            ) from None
+        return ZsREMend(paths={split: path}, name=self.name).load(split=split, skip_invalid=skip_invalid)
 
 
 class WikiRecent(KnowEditFacts):
