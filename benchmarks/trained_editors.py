@@ -1,11 +1,12 @@
 """MEND and SERAC on smollm2-135m: training time, editing time, and each trained editor against the
 same editor untrained (zero training steps), in-domain and cross-domain (issue 17).
 
-    python benchmarks/trained_editors.py [--runs serac:100,serac:0,mend:100,mend:0]
+    python benchmarks/trained_editors.py [--runs serac:100,serac:0,mend:100,mend:0,mend:0:edit_lr=1e-3]
         [--train-task wiki_counterfact] [--tasks wiki_counterfact,zsre] [--limit 10] [--data-dir DIR]
         [--out DIR]
 
-For each METHOD:STEPS (STEPS 0: the untrained editor): `harness train` on the train task's train
+For each METHOD:STEPS[:KEY=VALUE...] (STEPS 0: the untrained editor; KEY=VALUE: more `--set`
+hyperparameters, e.g. an untrained MEND with a larger step size): `harness train` on the train task's train
 split (timed; a stored editor is reused, so a second call times the lookup instead), then one
 `harness run --mode cross-domain --train-task T --task A,B --limit N` (the editor found, not
 trained again); a run folder that already has its summary is read instead. Prints per method,
@@ -57,7 +58,9 @@ def means(rows: list[dict], task: str, limit: int) -> tuple[dict[str, float], in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="serac:100,serac:0,mend:100,mend:0", help="METHOD:STEPS,...")
+    parser.add_argument(
+        "--runs", default="serac:100,serac:0,mend:100,mend:0", help="METHOD:STEPS[:KEY=VALUE...],..."
+    )
     parser.add_argument("--train-task", default="wiki_counterfact")
     parser.add_argument("--tasks", default="wiki_counterfact,zsre")
     parser.add_argument("--limit", type=int, default=10)
@@ -68,9 +71,9 @@ def main() -> None:
     print(f"torch {version('torch')}, transformers {version('transformers')}")
     lines = []
     for spec in args.runs.split(","):
-        method, steps = spec.split(":")
-        sets = ["--set", f"steps={steps}"]
-        out = Path(args.out) / f"{method}-{steps}"
+        method, steps, *more = spec.split(":")
+        sets = [part for value in (f"steps={steps}", *more) for part in ("--set", value)]
+        out = Path(args.out) / "-".join([method, steps, *more])
         train_s = run_s = float("nan")
         if not (out / "summary.json").exists():  # a finished run is read, not run again
             train_s = timed(
@@ -87,8 +90,9 @@ def main() -> None:
             metrics, n = means(rows, task, args.limit)
             applies = [r["timing"]["apply_s"] for r in rows if r["task"] == task][: args.limit]
             shown = ", ".join(f"{m} {v:.3f}" for m, v in metrics.items())
+            name = " ".join([method, f"steps={steps}", *more])
             lines.append(
-                f"{method} steps={steps} {args.train_task} -> {task} (n={n}): {shown}; "
+                f"{name} {args.train_task} -> {task} (n={n}): {shown}; "
                 f"apply {sum(applies) / len(applies):.2f} s/edit; train {train_s:.0f} s, run {run_s:.0f} s"
             )
     print("\n".join(lines))
