@@ -178,6 +178,7 @@ def test_the_leaderboard_renders_the_cross_domain_table(catalog, model, home, tm
     headers, body = cross_domain_table(rows)
     assert headers[:4] == ["method", "train task", "facts: edit_succ", "facts: generalization"]
     assert "other_facts: locality" in headers and "facts: perplexity" not in headers
+    assert "other_facts: generalization" not in headers, "other_facts has no rephrases to score"
     matrix = next(m for m in outcome.summary["cross_domain"] if m["metric"] == "edit_succ")
     [line] = body
     assert line[:2] == [Toy.name, "facts"]

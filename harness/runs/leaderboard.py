@@ -210,9 +210,9 @@ def knowedit_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[l
 
 def cross_domain_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Headers and cells of the KnowEdit study's cross-domain table: a row per method and train
-    task (source), a column per evaluated task (target) and headline metric (edit success,
-    portability, locality, fluency, ... as the metrics place themselves), from the results of
-    cross-domain runs; the model is a column when the rows have several, the run directory when
+    task (source), a column per evaluated task (target) and headline metric that task's cases
+    have (edit success, portability, locality, fluency, ... as the metrics place themselves), from
+    the results of cross-domain runs; the model is a column when the rows have several, the run directory when
     one method and train task come from several runs (an editor trained with other settings).
     Raises HarnessError when no row comes from a cross-domain run."""
     trained = [r for r in rows if "train_task" in r]
@@ -222,8 +222,14 @@ def cross_domain_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
             "(harness run --mode cross-domain --train-task T ...); these runs have none"
         )
     info = _table_info(trained)
-    metrics = [m for m in headline_metrics(info) if any(m in r["metrics"] for r in trained)]
     targets = list(dict.fromkeys(r["task"] for r in trained))
+    # a target's column group holds the metrics its cases have (WikiBio has no portability)
+    columns = [
+        (t, m)
+        for t in targets
+        for m in headline_metrics(info)
+        if any(m in r["metrics"] for r in trained if r["task"] == t)
+    ]
     with_model = len({r["model"] for r in trained}) > 1
     lines = list(dict.fromkeys((r["model"], r["method"], r["train_task"], r.get("run", "")) for r in trained))
     with_run = len({line[:3] for line in lines}) < len(lines)
@@ -232,14 +238,13 @@ def cross_domain_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
     for model, method, source, run in lines:
         line = [model] if with_model else []
         line += [method, source] + ([run] if with_run else [])
-        for target in targets:
+        for target, m in columns:
             row = cells.get((model, method, source, run, target))
-            for m in metrics:
-                value = row["metrics"].get(m) if row else None
-                line.append(_cell(value, info_of(m, read_metric_info(row) if row else info)))
+            value = row["metrics"].get(m) if row else None
+            line.append(_cell(value, info_of(m, read_metric_info(row) if row else info)))
         body.append(line)
     keys = [*(["model"] if with_model else []), "method", "train task", *(["run"] if with_run else [])]
-    return [*keys, *(f"{t}: {m}" for t in targets for m in metrics)], body
+    return [*keys, *(f"{t}: {m}" for t, m in columns)], body
 
 
 def render(
