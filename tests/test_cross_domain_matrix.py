@@ -40,6 +40,7 @@ def test_one_command_gives_both_editors_source_by_target_matrices(
     tiny_model_dirs, data_dir, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the missing wiki_recent test file is not fetched
     out = tmp_path / "run"
     code, _, err = run_main(
         capsys,
