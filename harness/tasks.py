@@ -22,11 +22,13 @@ _SPEC_SUFFIXES = (".json",)
 
 @dataclass(frozen=True)
 class DataFile:
-    """Where one split of a task may live: paths relative to a data directory, and on the hub."""
+    """Where one split of a task may live: paths relative to a data directory, and on the hub;
+    `obtain` says where a user gets a file that is in neither (shown when it is not found)."""
 
     local: tuple[str, ...]
     hub_repo: str = ""
     hub_path: str = ""
+    obtain: str = ""
 
 
 def _offline() -> bool:
@@ -66,7 +68,7 @@ def locate_data_file(spec: DataFile, data_dir: str | os.PathLike[str] | None, *,
     found, tried = find_data_file(spec, data_dir)
     if found is not None:
         return found
-    raise HarnessError(not_found_message(task, tried))
+    raise HarnessError(not_found_message(task, tried, spec.obtain))
 
 
 def find_data_file(spec: DataFile, data_dir: str | os.PathLike[str] | None) -> tuple[Path | None, list[str]]:
@@ -85,12 +87,12 @@ def find_data_file(spec: DataFile, data_dir: str | os.PathLike[str] | None) -> t
     return None, tried
 
 
-def not_found_message(task: str, tried: Sequence[str]) -> str:
+def not_found_message(task: str, tried: Sequence[str], obtain: str = "") -> str:
     places = "\n".join(f"  - {place}" for place in tried) or "  - (no data directory was given)"
     return (
         f"task {task!r}: data file not found. Looked at:\n{places}\n"
         f"Pass --data-dir DIR (or set ${DATA_DIR_ENV}) to a folder with the files in the layout above."
-    )
+    ) + (f"\n{obtain}" if obtain else "")
 
 
 def is_spec_path(name_or_path: str | os.PathLike[str]) -> bool:

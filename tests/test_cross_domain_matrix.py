@@ -16,22 +16,21 @@ import json
 
 import pytest
 from cli_helpers import run_main
-from shared_data import KNOWEDIT, SHARED_DATA
+from shared_data import KNOWEDIT, MEND_ZSRE_EVAL
 
 TASKS = ["zsre", "wiki_recent", "wiki_counterfact"]
-MEND_ZSRE = SHARED_DATA / "other" / "easyedit_editing_data" / "portability" / "One Hop"
 
 
 @pytest.fixture
 def data_dir(tmp_path):
     """The KnowEdit files, and MEND-format zsRE records where the ZsRE train split is looked for."""
-    if not (KNOWEDIT.is_dir() and MEND_ZSRE.is_dir()):
-        pytest.skip(f"no KnowEdit data at {KNOWEDIT} or MEND zsRE records at {MEND_ZSRE}")
+    if not (KNOWEDIT.is_dir() and MEND_ZSRE_EVAL.is_file()):
+        pytest.skip(f"no KnowEdit data at {KNOWEDIT} or MEND zsRE records at {MEND_ZSRE_EVAL}")
     folder = tmp_path / "data"
     folder.mkdir()
     for name in ("ZsRE", "wiki_recent", "wiki_counterfact"):
         (folder / name).symlink_to(KNOWEDIT / name)
-    records = json.loads((MEND_ZSRE / "zsre_mend_eval_portability_gpt4.json").read_text())[:40]
+    records = json.loads(MEND_ZSRE_EVAL.read_text())[:40]
     (folder / "zsre_mend_train.json").write_text(json.dumps(records))
     return folder
 

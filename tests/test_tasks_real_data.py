@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from shared_data import KNOWEDIT
+from shared_data import KNOWEDIT, MEND_ZSRE_EVAL
 from shared_data import SHARED_DATA as SHARED
 
 from harness.api import HarnessError
@@ -175,10 +175,8 @@ def test_piqa_locality_file_reads_as_probe_questions():
 def test_zsre_train_split_reads_mend_zsre_records_where_knowedit_has_none(tmp_path):
     """The study's ZsRE train split is MEND's zsRE train file; the EasyEdit copy of MEND's zsRE
     eval file has its record format and stands in for it here."""
-    portability = OTHER / "easyedit_editing_data" / "portability"
-    mend = portability / "One Hop" / "zsre_mend_eval_portability_gpt4.json"
     (tmp_path / "ZsRE").mkdir()
-    (tmp_path / "ZsRE" / "zsre_mend_train.json").write_bytes(mend.read_bytes())
+    (tmp_path / "ZsRE" / "zsre_mend_train.json").write_bytes(MEND_ZSRE_EVAL.read_bytes())
     loaded = resolve_task("zsre").load(split="train", data_dir=str(tmp_path))
     assert len(loaded.cases) == 1037 and loaded.cases[0].case_id == "zsre:train:0"
     first = loaded.cases[0]

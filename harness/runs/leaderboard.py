@@ -212,9 +212,9 @@ def cross_domain_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
     """Headers and cells of the KnowEdit study's cross-domain table: a row per method and train
     task (source), a column per evaluated task (target) and headline metric that task's cases
     have (edit success, portability, locality, fluency, ... as the metrics place themselves), from
-    the results of cross-domain runs; the model is a column when the rows have several, the run directory when
-    one method and train task come from several runs (an editor trained with other settings).
-    Raises HarnessError when no row comes from a cross-domain run."""
+    the results of cross-domain runs; the model is a column when the rows have several, the run
+    directory when one method and train task come from several runs (an editor trained with other
+    settings). Raises HarnessError when no row comes from a cross-domain run."""
     trained = [r for r in rows if "train_task" in r]
     if not trained:
         raise HarnessError(

@@ -101,7 +101,7 @@ class RecordTask(Task):
                 log.warning("task %s: %s (%s)", self.name, note, other)
                 return other, fallback, note
             tried += more
-        raise HarnessError(not_found_message(self.name, tried))
+        raise HarnessError(not_found_message(self.name, tried, self.files[split].obtain))
 
     def read_records(self, path: Path) -> list[Any]:
         """The records of one file, before validation (a subclass may unpack another shape)."""

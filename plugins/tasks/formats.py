@@ -13,13 +13,17 @@ from harness.api import DataFile, EditCase, Probe
 from harness_plugins.tasks.base import FACT_METRICS, RecordTask
 from harness_plugins.tasks.normalize import add_probes, flatten_answers, probe, text_list
 
-#: Where MEND's zsRE train file (the train split of the KnowEdit study's ZsRE) may be in a data
-#: directory: EasyEdit ships it as `zsre_mend_train.json` and its first 10,000 records as
+#: MEND's zsRE train file (the train split of the KnowEdit study's ZsRE) in a data directory:
+#: EasyEdit ships it as `zsre_mend_train.json` and its first 10,000 records as
 #: `zsre_mend_train_10000.json`, the set the study trained on.
-MEND_ZSRE_TRAIN = tuple(
-    f"{folder}{stem}.json"
-    for folder in ("", "zsre/", "ZsRE/")
-    for stem in ("zsre_mend_train_10000", "zsre_mend_train")
+MEND_ZSRE_TRAIN = DataFile(
+    local=tuple(
+        f"{folder}{stem}.json"
+        for folder in ("", "zsre/", "ZsRE/")
+        for stem in ("zsre_mend_train_10000", "zsre_mend_train")
+    ),
+    obtain="The ZsRE train split is MEND's zsRE train file (zsre_mend_train.json, in EasyEdit's data "
+    "download; it is not on the KnowEdit hub).",
 )
 
 
@@ -97,7 +101,7 @@ class ZsREMend(RecordTask):
     splits = ("test", "train")
     files: ClassVar = {
         "test": DataFile(local=("zsre_mend_eval.json", "zsre/zsre_mend_eval.json")),
-        "train": DataFile(local=MEND_ZSRE_TRAIN),
+        "train": MEND_ZSRE_TRAIN,
     }
 
     def to_cases(self, record: Mapping[str, Any], case_id: str) -> Iterator[EditCase]:

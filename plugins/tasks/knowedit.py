@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.api import (
-    DataFile,
     DataFileError,
     EditCase,
-    HarnessError,
     LoadedCases,
     Probe,
     RecordIssue,
@@ -61,7 +59,7 @@ class ZsRE(KnowEditFacts):
     splits = ("test", "train")
     files: ClassVar = {
         "test": knowedit_file("ZsRE/ZsRE-test-all.json"),
-        "train": DataFile(local=MEND_ZSRE_TRAIN),
+        "train": MEND_ZSRE_TRAIN,
     }
 
     def load(
@@ -69,13 +67,7 @@ class ZsRE(KnowEditFacts):
     ) -> LoadedCases:
         if split != "train" or split in self.paths:
             return super().load(split=split, data_dir=data_dir, skip_invalid=skip_invalid)
-        try:
-            path, _, _ = self.locate(split, data_dir)
-        except HarnessError as exc:
-            raise HarnessError(
-                f"{exc}\nThe ZsRE train split is MEND's zsRE train file (zsre_mend_train.json, in "
-                "EasyEdit's data download; it is not on the KnowEdit hub)."
-            ) from None
+        path, _, _ = self.locate(split, data_dir)
         return ZsREMend(paths={split: path}, name=self.name).load(split=split, skip_invalid=skip_invalid)
 
 
